@@ -1,0 +1,50 @@
+"""The conditioning a backbone receives besides the noisy video and the noise level.
+
+DESIGN.md section 4: every backbone has ``forward(x, c_noise, cond) -> out``. ``cond`` is this small
+dataclass. A backbone reads the fields it knows and ignores the rest; fields left ``None`` mean
+"not given". Adding a field later (e.g. for a new backbone) does not break the others.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+# The label value that means "no label": the unconditional branch of classifier-free guidance.
+# Backbones map it to a learned "null" embedding (Ho & Salimans 2022; Snap Video drops labels w.p. 0.1).
+DROPPED_LABEL = -1
+
+
+@dataclass
+class Cond:
+    """Per-sample conditioning for a batch of B videos.
+
+    labels:         (B,) long, class / scenario id, or DROPPED_LABEL for "unconditional".
+    frame_interval: (B,) float, seconds between frames (1/fps). An image treated as a video has
+                    interval 0 (infinite frame rate, Snap Video Sec. 3.3): a number, not a special case.
+    known:          bool, broadcastable to (B, T, 1, H, W): True where the content is given (VDT masks).
+    known_x:        (B, T, C, H, W) clean content in data units, read only where ``known`` is True.
+    self_cond:      state carried from the previous sampler step (e.g. FIT/RIN latents); None at the start.
+    """
+
+    labels: Optional[torch.Tensor] = None
+    frame_interval: Optional[torch.Tensor] = None
+    known: Optional[torch.Tensor] = None
+    known_x: Optional[torch.Tensor] = None
+    self_cond: Any = None
+
+    def replace(self, **changes) -> "Cond":
+        return dataclasses.replace(self, **changes)
+
+    def unconditional(self) -> "Cond":
+        """The branch classifier-free guidance compares against: labels dropped, everything else kept."""
+        if self.labels is None:
+            return self
+        return self.replace(labels=torch.full_like(self.labels, DROPPED_LABEL))
+
+    def to(self, device) -> "Cond":
+        moved = {f.name: (v.to(device) if torch.is_tensor(v) else v)
+                 for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+        return Cond(**moved)

@@ -1,0 +1,258 @@
+"""Configs: typed dataclasses in sections, named presets, and ``--key=value`` command-line overrides.
+
+A run is described by one ``Config`` with five sections (data, diffusion, model, optim, run). Field names
+are unique across sections, so the command line can say ``--depth=6`` (or ``--model.depth=6``).
+The resolved config is printed at start and saved in every checkpoint as a plain dict, from which
+``sample.py`` rebuilds the model (``Config.from_dict`` rejects unknown keys with a clear error).
+
+Presets are functions returning a full Config; ``PRESETS`` maps names to them. ``smoke`` runs in seconds
+(the tests use it); ``bouncing_balls`` is the default main job of ``python train.py``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Dict, List, Tuple
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "bouncing_balls"   # which toy_data generator (see toy_data/__init__.py)
+    num_frames: int = 16              # T
+    resolution: int = 32              # H = W in pixels
+    channels: int = 3                 # C
+    num_balls: int = 2                # bouncing_balls: discs per clip
+    fps: float = 8.0                  # frames per second of the clips; the model sees 1/fps
+    num_classes: int = 0              # labels (e.g. scenarios); 0 = unconditional model
+    data_seed: int = 0                # which procedural clips make up the training set
+    num_train_clips: int = 0          # 0 = a fresh clip for every sample; N = cycle over N fixed clips
+
+
+@dataclass
+class DiffusionConfig:
+    sigma_data: float = 0.5           # EDM's data std (Snap Video uses 1.0)
+    sigma_in: float = 1.0             # Snap Video's input scaling s*sqrt(T); 1 = plain EDM
+    P_mean: float = -1.2              # training noise: ln(sigma) ~ N(P_mean, P_std^2) (EDM Table 1)
+    P_std: float = 1.2
+    label_dropout: float = 0.1        # probability of dropping the label (classifier-free guidance)
+    sample_steps: int = 24            # sampler steps N (Heun: 2N-1 network calls)
+    solver: str = "heun"              # "heun" or "euler"
+    sigma_min: float = 0.002          # EDM Eq. 5 schedule
+    sigma_max: float = 80.0
+    rho: float = 7.0
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "vdt"             # see nano_videodiff/models.py
+    dim: int = 128                    # token width D
+    depth: int = 4                    # transformer blocks
+    heads: int = 4                    # attention heads
+    patch_size: int = 4               # p: each frame is cut into p x p patches
+    mlp_ratio: float = 4.0            # MLP hidden width = mlp_ratio * D
+    qk_norm: bool = True              # RMS-normalise queries/keys (W.A.L.T Sec. 4.3)
+
+
+@dataclass
+class OptimConfig:
+    batch_size: int = 16              # global batch (split across DDP ranks)
+    max_steps: int = 2000             # optimizer steps
+    lr: float = 1e-3                  # peak learning rate (AdamW)
+    min_lr_ratio: float = 0.1         # cosine decay ends at lr * min_lr_ratio
+    warmup_steps: int = 100           # linear warm-up from 0
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0            # max global gradient norm; 0 disables
+    ema_halflife: float = 200.0       # EMA half-life in optimizer steps (with a warm-up, see train.py)
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "out"              # checkpoints, log.jsonl, loss.png, previews/
+    seed: int = 1337                  # training randomness (noise, sigma, label dropout)
+    device: str = "auto"              # auto | cpu | cuda | cuda:N | mps
+    dtype: str = "bf16"               # bf16 (autocast, fp32 master weights) | fp32
+    compile: bool = False             # torch.compile the backbone
+    log_every: int = 10               # steps between log.jsonl lines
+    ckpt_every: int = 500             # steps between checkpoints (also saved at the end)
+    preview_every: int = 500          # steps between preview GIFs; 0 disables
+    num_preview: int = 4              # videos per preview
+    preview_steps: int = 16           # sampler steps for previews
+    resume: bool = False              # continue from out_dir/ckpt.pt
+    overwrite: bool = False           # allow starting a new run in an out_dir that has a checkpoint
+    max_minutes: float = 0.0          # stop (and checkpoint) after this wall time; 0 = no limit
+
+
+SECTIONS = {"data": DataConfig, "diffusion": DiffusionConfig, "model": ModelConfig,
+            "optim": OptimConfig, "run": RunConfig}
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> Dict[str, Dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Dict[str, Any]]) -> "Config":
+        """Rebuild from ``to_dict`` output; unknown sections or keys are an error, missing keys default."""
+        unknown = set(d) - set(SECTIONS)
+        if unknown:
+            raise ValueError(f"unknown config sections {sorted(unknown)}; valid: {sorted(SECTIONS)}")
+        parts = {}
+        for name, section in SECTIONS.items():
+            values = dict(d.get(name, {}))
+            valid = {f.name for f in fields(section)}
+            bad = set(values) - valid
+            if bad:
+                raise ValueError(f"unknown keys {sorted(bad)} in config section '{name}'; valid: {sorted(valid)}. "
+                                 "Was this checkpoint written by a newer version of nano-videodiff?")
+            parts[name] = section(**values)
+        return cls(**parts)
+
+    def describe(self) -> str:
+        lines = []
+        for name in SECTIONS:
+            lines.append(f"[{name}]")
+            for f in fields(getattr(self, name)):
+                lines.append(f"  {f.name} = {getattr(getattr(self, name), f.name)!r}")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Presets
+# ----------------------------------------------------------------------------------------------
+
+def _bouncing_balls() -> Config:
+    """The default main job: 2 balls, 16 frames of 32x32, a 0.8M-parameter VDT, ~10 min on 2 CPU cores."""
+    cfg = Config()
+    cfg.run.out_dir = "out/bouncing_balls"
+    return cfg
+
+
+def _smoke() -> Config:
+    """Seconds on a CPU: a tiny model on tiny clips. The tests train with it."""
+    cfg = Config()
+    cfg.data.num_frames, cfg.data.resolution = 4, 16
+    cfg.model.dim, cfg.model.depth, cfg.model.heads = 32, 1, 2
+    cfg.optim.batch_size, cfg.optim.max_steps, cfg.optim.warmup_steps = 4, 20, 2
+    cfg.optim.ema_halflife = 5.0
+    cfg.diffusion.sample_steps = 4
+    cfg.run.out_dir, cfg.run.dtype = "out/smoke", "fp32"
+    cfg.run.log_every, cfg.run.ckpt_every, cfg.run.preview_every = 5, 10, 10
+    cfg.run.num_preview, cfg.run.preview_steps = 2, 3
+    return cfg
+
+
+PRESETS: Dict[str, Callable[[], Config]] = {
+    "bouncing_balls": _bouncing_balls,
+    "smoke": _smoke,
+}
+DEFAULT_PRESET = "bouncing_balls"
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ValueError(f"unknown config preset {name!r}; available: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]()
+
+
+# ----------------------------------------------------------------------------------------------
+# Command-line overrides
+# ----------------------------------------------------------------------------------------------
+
+def field_index() -> Dict[str, Tuple[str, dataclasses.Field]]:
+    """Map every field name (and 'section.name') to (section, field). Names must be unique."""
+    index: Dict[str, Tuple[str, dataclasses.Field]] = {}
+    for section_name, section in SECTIONS.items():
+        for f in fields(section):
+            if f.name in index:
+                raise RuntimeError(f"config field {f.name!r} appears in two sections")
+            index[f.name] = (section_name, f)
+            index[f"{section_name}.{f.name}"] = (section_name, f)
+    return index
+
+
+def parse_value(text: str, typ, key: str):
+    """Convert a command-line string to the field's type, with an error that says what was expected."""
+    typ = {"int": int, "float": float, "bool": bool, "str": str}.get(typ, typ)  # string annotations
+    if typ is bool:
+        low = text.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--{key} expects a boolean (true/false), got {text!r}")
+    try:
+        if typ is int:
+            return int(text)
+        if typ is float:
+            return float(text)
+    except ValueError:
+        raise ValueError(f"--{key} expects {typ.__name__}, got {text!r}") from None
+    return text
+
+
+def apply_overrides(cfg: Config, overrides: Dict[str, str]) -> List[str]:
+    """Set fields from ``{key: string}``; returns the canonical 'section.field' names changed."""
+    index = field_index()
+    changed = []
+    for key, text in overrides.items():
+        if key not in index:
+            valid = sorted(k for k in index if "." not in k)
+            raise ValueError(f"unknown config key --{key}. Valid keys: {', '.join(valid)} "
+                             "(see python train.py --help)")
+        section, f = index[key]
+        setattr(getattr(cfg, section), f.name, parse_value(text, f.type, key))
+        changed.append(f"{section}.{f.name}")
+    return changed
+
+
+def parse_args(argv: List[str]) -> Tuple[str, Dict[str, str], bool]:
+    """Split ``--config=NAME --key=value --flag`` into (preset name, overrides, wants_help).
+
+    A bare ``--flag`` means ``--flag=true`` (for booleans such as --resume).
+    """
+    preset, overrides, wants_help = DEFAULT_PRESET, {}, False
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            wants_help = True
+            continue
+        if not arg.startswith("--"):
+            raise ValueError(f"arguments look like --key=value; got {arg!r}")
+        key, eq, value = arg[2:].partition("=")
+        if key == "config":
+            preset = value
+        else:
+            overrides[key] = value if eq else "true"
+    return preset, overrides, wants_help
+
+
+def help_text(cfg: Config, program: str) -> str:
+    lines = [f"usage: python {program} [--config=NAME] [--key=value ...]",
+             f"presets: {', '.join(sorted(PRESETS))} (default: {DEFAULT_PRESET})",
+             "fields (value shown is the preset's):"]
+    for section_name in SECTIONS:
+        lines.append(f"  [{section_name}]")
+        for f in fields(SECTIONS[section_name]):
+            tname = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            lines.append(f"    --{f.name}=<{tname}>  (default {getattr(getattr(cfg, section_name), f.name)!r})")
+    return "\n".join(lines)
+
+
+def resolve(argv: List[str], program: str = "train.py") -> Tuple[Config, List[str], bool]:
+    """Preset + overrides -> (Config, changed keys, wants_help)."""
+    preset, overrides, wants_help = parse_args(argv)
+    cfg = get_preset(preset)
+    changed = apply_overrides(cfg, overrides)
+    return cfg, changed, wants_help
+
+
+_ = typing  # the annotations above are strings (from __future__); parse_value maps them to types

@@ -1,0 +1,178 @@
+"""Building blocks shared by every transformer backbone: attention, MLP, adaLN, embeddings, patches.
+
+Backbones (``vdt.py``, and later FIT, W.A.L.T) compose these; they do not copy them.
+All attention goes through ``torch.nn.functional.scaled_dot_product_attention`` so PyTorch picks the
+fastest kernel (flash / memory-efficient on CUDA, a fused kernel on CPU).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .conditioning import DROPPED_LABEL
+
+
+def attention(q, k, v, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + mask) v for (..., heads, N, d) tensors; ``attn_mask`` bool (True = attend).
+
+    ``scaled_dot_product_attention`` everywhere except one measured case: on CPU under bf16 autocast,
+    PyTorch's fused CPU kernel is several times slower (forward + backward) than writing the two matmuls
+    out, which then run on the CPU's bf16 matrix units (benchmarks/throughput.py prints both).
+    """
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+        logits = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+        if attn_mask is not None:
+            logits = logits.masked_fill(~attn_mask, float("-inf"))
+        return logits.float().softmax(-1).to(v.dtype) @ v  # softmax in fp32 for accuracy
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+
+
+class Attention(nn.Module):
+    """Multi-head attention over tokens ``(B, N, D)``; self-attention, or cross-attention with ``context``.
+
+    qk_norm: RMS-normalise queries and keys per head before the dot product (used by W.A.L.T Sec. 4.3
+    and ViT-22B to keep attention logits bounded, which stabilises training of larger models).
+    """
+
+    def __init__(self, dim: int, heads: int, qk_norm: bool = False, context_dim: Optional[int] = None):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads, self.head_dim = heads, dim // heads
+        self.to_q = nn.Linear(dim, dim)
+        self.to_kv = nn.Linear(context_dim or dim, 2 * dim)
+        self.qk_norm = qk_norm
+        if qk_norm:  # learnable per-channel gains of the RMS norms
+            self.q_gain = nn.Parameter(torch.ones(self.head_dim))
+            self.k_gain = nn.Parameter(torch.ones(self.head_dim))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None,
+                attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        context = x if context is None else context
+        q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
+        k, v = rearrange(self.to_kv(context), "b m (two h d) -> two b h m d", two=2, h=self.heads)
+        if self.qk_norm:  # gains cast to the activation dtype so bf16 autocast keeps the fused kernel
+            q = F.rms_norm(q, (self.head_dim,), self.q_gain.to(q.dtype))
+            k = F.rms_norm(k, (self.head_dim,), self.k_gain.to(k.dtype))
+        out = attention(q, k, v, attn_mask)
+        return self.proj(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class Mlp(nn.Module):
+    """The transformer feed-forward: Linear -> GELU (tanh approximation, as DiT) -> Linear."""
+
+    def __init__(self, dim: int, ratio: float = 4.0, out_dim: Optional[int] = None):
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, out_dim or dim)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN (DiT, Peebles & Xie 2023): ``x * (1 + scale) + shift``; scale = shift = 0 is the identity."""
+    return x * (1 + scale) + shift
+
+
+class AdaLNModulation(nn.Module):
+    """Maps the conditioning vector c to ``n`` modulation vectors (shifts, scales, gates).
+
+    Zero-initialised ("adaLN-Zero", DiT Sec. 3.2): at init every gate is 0, so each residual branch
+    starts as the identity and the network starts as a function of the skip path only.
+    """
+
+    def __init__(self, dim: int, n: int):
+        super().__init__()
+        self.n = n
+        self.linear = nn.Linear(dim, n * dim)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, c: torch.Tensor):
+        return self.linear(F.silu(c)).chunk(self.n, dim=-1)
+
+
+def fourier_features(values: torch.Tensor, dim: int, max_freq: float = 1000.0) -> torch.Tensor:
+    """Sinusoidal features of scalars: sin/cos at ``dim/2`` geometrically spaced frequencies 1..max_freq.
+
+    Used for c_noise = ln(sigma)/4 (roughly in [-2, 1.5]) and frame intervals in seconds (0 = image).
+    """
+    half = dim // 2
+    freqs = torch.exp(torch.linspace(0.0, math.log(max_freq), half, device=values.device))
+    angles = values.float()[:, None] * freqs[None]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+class ScalarEmbedder(nn.Module):
+    """A scalar per sample (noise level, frame interval, ...) -> a ``dim`` vector: Fourier features + MLP."""
+
+    def __init__(self, dim: int, num_features: int = 256):
+        super().__init__()
+        self.num_features = num_features
+        self.mlp = nn.Sequential(nn.Linear(num_features, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        return self.mlp(fourier_features(values, self.num_features))
+
+
+class LabelEmbedder(nn.Module):
+    """Class / scenario labels -> vectors, with one extra learned row for DROPPED_LABEL (guidance)."""
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        if labels.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
+        bad = (labels >= self.num_classes) | ((labels < 0) & (labels != DROPPED_LABEL))
+        if bad.any():
+            raise ValueError(f"labels must be in [0, {self.num_classes}) or DROPPED_LABEL={DROPPED_LABEL}")
+        return self.table(torch.where(labels == DROPPED_LABEL, self.num_classes, labels))
+
+
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, T, C, H, W) -> (B, T, N, C*p*p) with N = (H/p)(W/p): each frame cut into p x p patches."""
+    return rearrange(x, "b t c (h p1) (w p2) -> b t (h w) (c p1 p2)", p1=p, p2=p)
+
+
+def unpatchify(tokens: torch.Tensor, p: int, channels: int, height: int, width: int) -> torch.Tensor:
+    """Inverse of ``patchify``: (B, T, N, C*p*p) -> (B, T, C, H, W)."""
+    return rearrange(tokens, "b t (h w) (c p1 p2) -> b t c (h p1) (w p2)",
+                     h=height // p, w=width // p, c=channels, p1=p, p2=p)
+
+
+def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Fixed sinusoidal embedding of integer positions (Vaswani et al. 2017): (N,) -> (N, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    angles = positions.float()[:, None] * freqs[None]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+def sincos_2d(height: int, width: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sinusoidal embedding (as DiT/VDT): half the channels encode the row, half the column."""
+    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    return torch.cat([sincos_1d(rows.flatten(), dim // 2), sincos_1d(cols.flatten(), dim // 2)], dim=-1)
+
+
+def check_video(x: torch.Tensor, channels: int, patch_size: int = 1, name: str = "x") -> None:
+    """Fail early and clearly on inputs a backbone cannot take (shapes, dtype, NaN)."""
+    if x.ndim != 5:
+        raise ValueError(f"{name} must be a video batch (B, T, C, H, W); got shape {tuple(x.shape)}. "
+                         "For an image batch (B, C, H, W) use x.unsqueeze(1).")
+    if x.shape[2] != channels:
+        raise ValueError(f"{name} has {x.shape[2]} channels but the model was built for {channels}")
+    if x.shape[-2] % patch_size or x.shape[-1] % patch_size:
+        raise ValueError(f"{name} frames {x.shape[-2]}x{x.shape[-1]} are not divisible by the patch size "
+                         f"{patch_size}; resize or pad the input")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")

@@ -1,0 +1,124 @@
+"""VDT's space-time transformer: the first backbone (Lu et al. 2024, "VDT: General-purpose Video
+Diffusion Transformers via Mask Modeling", Sec. 3; facts in ``shared/research/walt_vdt_vldm.md`` Sec. 2.2).
+
+Shape walk-through for one forward pass (B videos, T frames, C channels, H x W pixels, patch p):
+
+    x (B, T, C, H, W) --patchify--> (B, T, N, C p^2), N = HW/p^2 --linear--> tokens (B, T, N, D)
+    + fixed sin-cos space embedding (per patch position) + fixed sin-cos time embedding (per frame)
+    each block:  temporal attention  over T   for every patch position   ('b t n d -> (b n) t d')
+                 spatial attention   over N   within every frame         ('b t n d -> (b t) n d')
+                 MLP                 per token
+    final adaLN + linear --unpatchify--> (B, T, C, H, W)
+
+Conditioning: c = emb(c_noise) + emb(label) + emb(frame interval), a single vector per video that drives
+adaLN-Zero modulation (DiT) of every sub-layer. Differences from the official VDT code, and why:
+- VDT's temporal branch has a plain LayerNorm and no gate; here it is adaLN-Zero modulated like the others,
+  so every residual branch starts as the identity (the whole network starts at zero output).
+- The output is EDM's F (one prediction per channel), not DiT's learned-variance 2C channels.
+- Known (context) positions are marked by adding ``known_fraction * known_embedding`` to each token,
+  so the network is told what is given: VDT's official code does not tell it (see masking.py).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from .conditioning import Cond
+from .layers import (AdaLNModulation, Attention, LabelEmbedder, Mlp, ScalarEmbedder, check_video,
+                     modulate, patchify, sincos_1d, sincos_2d, unpatchify)
+
+
+class VDTBlock(nn.Module):
+    """Temporal attention -> spatial attention -> MLP, each pre-norm, adaLN-Zero modulated and gated."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True):
+        super().__init__()
+        self.norm_t = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn_t = Attention(dim, heads, qk_norm)
+        self.norm_s = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn_s = Attention(dim, heads, qk_norm)
+        self.norm_m = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(dim, mlp_ratio)
+        self.ada = AdaLNModulation(dim, 9)  # (shift, scale, gate) for each of the three sub-layers
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        b, t, n, d = x.shape
+        mods = [m[:, None, None, :] for m in self.ada(c)]  # each (B, 1, 1, D): broadcast over T and N
+        sh_t, sc_t, g_t, sh_s, sc_s, g_s, sh_m, sc_m, g_m = mods
+
+        h = rearrange(modulate(self.norm_t(x), sh_t, sc_t), "b t n d -> (b n) t d")
+        x = x + g_t * rearrange(self.attn_t(h), "(b n) t d -> b t n d", b=b)
+
+        h = rearrange(modulate(self.norm_s(x), sh_s, sc_s), "b t n d -> (b t) n d")
+        x = x + g_s * rearrange(self.attn_s(h), "(b t) n d -> b t n d", b=b)
+
+        return x + g_m * self.mlp(modulate(self.norm_m(x), sh_m, sc_m))
+
+
+class VDT(nn.Module):
+    """Backbone contract (DESIGN.md Sec. 4): ``forward(x, c_noise, cond) -> out`` with out.shape == x.shape.
+
+    x:       (B, T, C, H, W), already scaled by c_in (unit variance); H, W divisible by patch_size.
+    c_noise: (B,) = ln(sigma) / 4.
+    cond:    reads ``labels`` (if num_classes > 0), ``frame_interval`` and ``known``; ignores the rest.
+    """
+
+    def __init__(self, in_channels: int = 3, patch_size: int = 4, dim: int = 128, depth: int = 4,
+                 heads: int = 4, mlp_ratio: float = 4.0, num_classes: int = 0, qk_norm: bool = True):
+        super().__init__()
+        self.in_channels, self.patch_size, self.dim = in_channels, patch_size, dim
+        patch_dim = in_channels * patch_size**2
+        self.embed = nn.Linear(patch_dim, dim)
+        self.noise_embed = ScalarEmbedder(dim)
+        self.interval_embed = ScalarEmbedder(dim)
+        self.label_embed = LabelEmbedder(num_classes, dim) if num_classes > 0 else None
+        self.known_embed = nn.Parameter(torch.zeros(dim))  # added to tokens in proportion to known pixels
+        self.blocks = nn.ModuleList(VDTBlock(dim, heads, mlp_ratio, qk_norm) for _ in range(depth))
+        self.final_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.final_ada = AdaLNModulation(dim, 2)
+        self.final = nn.Linear(dim, patch_dim)
+        nn.init.zeros_(self.final.weight)  # zero output at init: D starts as c_skip * x_sigma
+        nn.init.zeros_(self.final.bias)
+
+    @classmethod
+    def from_config(cls, model_cfg, data_cfg) -> "VDT":
+        return cls(in_channels=data_cfg.channels, patch_size=model_cfg.patch_size, dim=model_cfg.dim,
+                   depth=model_cfg.depth, heads=model_cfg.heads, mlp_ratio=model_cfg.mlp_ratio,
+                   num_classes=data_cfg.num_classes, qk_norm=model_cfg.qk_norm)
+
+    def conditioning_vector(self, c_noise: torch.Tensor, cond: Cond, batch: int) -> torch.Tensor:
+        """c = emb(c_noise) + emb(frame interval) + emb(label): one vector per video for adaLN."""
+        c = self.noise_embed(c_noise)
+        interval = cond.frame_interval
+        if interval is None:  # not given: treat as interval 0 (the same for every sample)
+            interval = torch.zeros(batch, device=c.device)
+        c = c + self.interval_embed(torch.as_tensor(interval, device=c.device).float().expand(batch))
+        if self.label_embed is not None:
+            if cond.labels is None:
+                raise ValueError("this model was trained with labels (num_classes > 0): pass cond.labels "
+                                 "(use DROPPED_LABEL for unconditional samples)")
+            c = c + self.label_embed(cond.labels.to(c.device))
+        return c
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Optional[Cond] = None) -> torch.Tensor:
+        cond = cond if cond is not None else Cond()
+        check_video(x, self.in_channels, self.patch_size)
+        b, t, ch, h, w = x.shape
+        p = self.patch_size
+        tokens = self.embed(patchify(x, p))  # (B, T, N, D)
+        space = sincos_2d(h // p, w // p, self.dim).to(tokens)  # (N, D)
+        time = sincos_1d(torch.arange(t), self.dim).to(tokens)  # (T, D)
+        tokens = tokens + space[None, None] + time[None, :, None]
+        if cond.known is not None:
+            known = cond.known.expand(b, t, 1, h, w).to(tokens.dtype)
+            known_fraction = patchify(known, p).mean(-1, keepdim=True)  # (B, T, N, 1)
+            tokens = tokens + known_fraction * self.known_embed
+        c = self.conditioning_vector(c_noise, cond, b)
+        for block in self.blocks:
+            tokens = block(tokens, c)
+        shift, scale = self.final_ada(c)
+        out = self.final(modulate(self.final_norm(tokens), shift[:, None, None], scale[:, None, None]))
+        return unpatchify(out, p, ch, h, w)
