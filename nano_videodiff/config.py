@@ -83,6 +83,7 @@ class RunConfig:
     resume: bool = False              # continue from out_dir/ckpt.pt
     overwrite: bool = False           # allow starting a new run in an out_dir that has a checkpoint
     max_minutes: float = 0.0          # stop (and checkpoint) after this wall time; 0 = no limit
+    stop_at_step: int = 0             # stop (and checkpoint) at this step, schedule unchanged; 0 = max_steps
 
 
 SECTIONS = {"data": DataConfig, "diffusion": DiffusionConfig, "model": ModelConfig,

@@ -1,0 +1,149 @@
+"""The training script end to end on the `smoke` preset: learning, exact resume, safe checkpoints, errors."""
+import json
+
+import pytest
+import torch
+
+import sample as sample_script
+import train
+from nano_videodiff.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from nano_videodiff.config import Config, get_preset
+from nano_videodiff.models import build_denoiser
+
+
+def smoke_args(out_dir, *extra):
+    return ["--config=smoke", f"--out_dir={out_dir}", "--preview_every=0", *extra]
+
+
+def fixed_batch_loss(model, cfg, n=16):
+    """The loss on a fixed batch with fixed sigma and noise: comparable before and after training."""
+    import toy_data
+    batch = toy_data.get_batch(toy_data.build_dataset(cfg.data, "test"), range(n))
+    g = torch.Generator().manual_seed(0)
+    sigma = torch.exp(-1.2 + 1.2 * torch.randn(n, generator=g))
+    noise = torch.randn(batch["video"].shape, generator=g)
+    from nano_videodiff.conditioning import Cond
+    with torch.no_grad():
+        return model.loss(batch["video"], Cond(frame_interval=batch["frame_interval"]), sigma=sigma, noise=noise).item()
+
+
+def test_smoke_training_lowers_the_loss(tmp_path):
+    cfg = get_preset("smoke")
+    torch.manual_seed(cfg.run.seed)
+    before = fixed_batch_loss(build_denoiser(cfg), cfg)  # same init as train.py (seeded identically)
+    result = train.main(smoke_args(tmp_path / "run", "--max_steps=40"))
+    after = fixed_batch_loss(result["model"], cfg)
+    assert after < 0.8 * before, (before, after)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(5, 41, 5))
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 0
+
+
+def test_resume_continues_exactly(tmp_path):
+    full = train.main(smoke_args(tmp_path / "full", "--max_steps=12", "--ckpt_every=6"))
+    train.main(smoke_args(tmp_path / "split", "--max_steps=12", "--ckpt_every=6", "--stop_at_step=6"))
+    resumed = train.main(smoke_args(tmp_path / "split", "--max_steps=12", "--ckpt_every=6", "--resume"))
+    for (name, a), b in zip(full["model"].state_dict().items(), resumed["model"].state_dict().values()):
+        assert torch.equal(a, b), f"{name} differs after resume"
+    for a, b in zip(full["ema"].state_dict().values(), resumed["ema"].state_dict().values()):
+        assert torch.equal(a, b)
+    logged = [json.loads(l)["step"] for l in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert logged == [5, 10, 12]  # the resumed log continues, without duplicates
+
+
+def test_checkpoint_is_complete_and_loads_weights_only(tmp_path):
+    train.main(smoke_args(tmp_path / "run", "--max_steps=3", "--ckpt_every=3"))
+    path = tmp_path / "run" / "ckpt.pt"
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(ckpt) >= {"model", "ema", "optimizer", "step", "config", "rng", "scheduler"}
+    assert ckpt["step"] == 3 and ckpt["optimizer"]["state"]
+    cfg = Config.from_dict(ckpt["config"])
+    assert cfg.model.dim == get_preset("smoke").model.dim
+    assert not any(p.name.startswith(".ckpt.pt.tmp") for p in path.parent.iterdir())  # no temp file left
+
+
+def test_atomic_save_keeps_old_checkpoint_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, {"step": 1})
+
+    def broken_save(obj, f, *a, **k):
+        open(f, "wb").write(b"partial")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"step": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    train.main(smoke_args(tmp_path / "run", "--max_steps=2", "--ckpt_every=2"))
+    with pytest.raises(FileExistsError, match="--resume"):
+        train.main(smoke_args(tmp_path / "run", "--max_steps=2"))
+
+
+def test_resume_refuses_architecture_change(tmp_path):
+    train.main(smoke_args(tmp_path / "run", "--max_steps=2", "--ckpt_every=2"))
+    with pytest.raises(ValueError, match="differs from the checkpoint"):
+        train.main(smoke_args(tmp_path / "run", "--max_steps=4", "--resume", "--dim=64"))
+
+
+def test_bad_config_keys_and_types(tmp_path):
+    with pytest.raises(ValueError, match="unknown config key --not_a_key.*Valid keys"):
+        train.main(["--config=smoke", "--not_a_key=3"])
+    with pytest.raises(ValueError, match="--depth expects int"):
+        train.main(["--config=smoke", "--depth=deep"])
+    with pytest.raises(ValueError, match="unknown config preset"):
+        train.main(["--config=nope"])
+    with pytest.raises(ValueError, match="unknown keys"):
+        Config.from_dict({"model": {"dim": 8, "bogus": 1}})
+
+
+def test_help_lists_every_field(capsys):
+    from nano_videodiff.config import SECTIONS
+    from dataclasses import fields
+    train.main(["--help"])
+    text = capsys.readouterr().out
+    for section in SECTIONS.values():
+        for f in fields(section):
+            assert f"--{f.name}=" in text
+
+
+def test_missing_and_foreign_checkpoints(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python train.py"):
+        sample_script.main([f"--ckpt={tmp_path / 'nothing.pt'}", f"--out_dir={tmp_path / 's'}"])
+    train.main(smoke_args(tmp_path / "run", "--max_steps=1", "--ckpt_every=1"))
+    ckpt = load_checkpoint(tmp_path / "run" / "ckpt.pt")
+    other = get_preset("smoke")
+    other.model.dim = 48
+    with pytest.raises(ValueError, match="different architecture"):
+        load_model_state(build_denoiser(other), ckpt["model"])
+
+
+def test_nan_batch_is_rejected():
+    cfg = get_preset("smoke")
+    model = build_denoiser(cfg)
+    x = torch.zeros(1, cfg.data.num_frames, 3, cfg.data.resolution, cfg.data.resolution)
+    x[0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        model.loss(x)
+
+
+def test_sample_script_writes_gifs_and_grid(tmp_path):
+    train.main(smoke_args(tmp_path / "run", "--max_steps=2", "--ckpt_every=2"))
+    out = tmp_path / "samples"
+    videos = sample_script.main([f"--ckpt={tmp_path / 'run' / 'ckpt.pt'}", f"--out_dir={out}",
+                                 "--num_videos=3", "--steps=2", "--batch_size=2"])
+    cfg = get_preset("smoke")
+    assert videos.shape == (3, cfg.data.num_frames, 3, cfg.data.resolution, cfg.data.resolution)
+    assert torch.isfinite(videos).all()
+    assert sorted(p.name for p in out.iterdir()) == ["grid.gif", "grid.png", "video_000.gif",
+                                                       "video_001.gif", "video_002.gif"]
+    again = sample_script.main([f"--ckpt={tmp_path / 'run' / 'ckpt.pt'}", f"--out_dir={out}", "--overwrite",
+                                "--num_videos=3", "--steps=2", "--batch_size=3"])
+    assert torch.allclose(videos, again, atol=1e-5)  # same seed, same videos, whatever the batching
+    with pytest.raises(FileExistsError):
+        sample_script.main([f"--ckpt={tmp_path / 'run' / 'ckpt.pt'}", f"--out_dir={out}"])
+    with pytest.raises(ValueError, match="unknown option"):
+        sample_script.main([f"--ckpt={tmp_path / 'run' / 'ckpt.pt'}", "--stepz=3"])

@@ -1,0 +1,308 @@
+"""Train a video diffusion model. One readable file, top to bottom (nanoGPT is the model):
+
+    config -> data -> model -> optimizer -> training loop -> checkpoints, logs and preview GIFs
+
+Run it:
+    python train.py                                   # the default main job (a few minutes on a laptop CPU)
+    python train.py --config=smoke                    # seconds: a tiny model, for tests
+    python train.py --config=NAME --depth=6 --lr=5e-4 # any field can be overridden: python train.py --help
+    python train.py --out_dir=out/run1 --resume       # continue exactly where a run stopped
+    torchrun --standalone --nproc_per_node=2 train.py # DDP: gloo on CPU, nccl on CUDA
+
+Everything random in a step (which clips, the noise levels, the noise, label dropout) is drawn from a
+generator seeded by (seed, step), and the global batch is split across ranks. So a resumed run continues
+bit-exactly, and a DDP run sees the same global batch as a single process.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+import toy_data
+from nano_videodiff import config as config_lib
+from nano_videodiff.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from nano_videodiff.conditioning import DROPPED_LABEL, Cond
+from nano_videodiff.edm import sample_training_sigma
+from nano_videodiff.models import build_denoiser, count_parameters
+from nano_videodiff.sampler import edm_sigmas, sample
+from nano_videodiff.video_io import frames_grid, save_gif, save_png, video_grid
+
+# Fields that may change when resuming (they do not change what is computed).
+RESUMABLE_CHANGES = {"run.out_dir", "run.device", "run.compile", "run.log_every", "run.ckpt_every",
+                     "run.preview_every", "run.num_preview", "run.preview_steps", "run.resume",
+                     "run.max_minutes", "run.overwrite", "run.stop_at_step",
+                     "optim.max_steps"}  # a new max_steps stretches the cosine schedule from here on
+
+
+class TrainingLoss(nn.Module):
+    """Makes the loss the module's forward, so DDP (which hooks forward) can wrap the whole step."""
+
+    def __init__(self, denoiser):
+        super().__init__()
+        self.denoiser = denoiser
+
+    def forward(self, x, cond, sigma, noise):
+        return self.denoiser.loss(x, cond, sigma=sigma, noise=noise)
+
+
+def pick_device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def lr_at(step: int, o) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``max_steps``."""
+    if step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    progress = min(1.0, (step - o.warmup_steps) / max(1, o.max_steps - o.warmup_steps))
+    return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, step: int, halflife: float) -> None:
+    """EMA of the weights with half-life ``halflife`` steps; the warm-up (1+t)/(10+t) lets early EMA track."""
+    decay = min(0.5 ** (1.0 / max(halflife, 1e-8)), (1 + step) / (10 + step))
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def make_batch(cfg, dataset, step: int, rank: int, world: int, device):
+    """The global batch of ``step`` (the same whatever the world size), this rank's slice of it."""
+    g = torch.Generator().manual_seed(cfg.run.seed * 1_000_003 + step)
+    B = cfg.optim.batch_size
+    if cfg.data.num_train_clips > 0:  # a fixed training set of N clips, sampled with replacement
+        indices = torch.randint(cfg.data.num_train_clips, (B,), generator=g)
+    else:  # a fresh procedural clip for every sample
+        indices = step * B + torch.arange(B)
+    sigma = sample_training_sigma(B, cfg.diffusion.P_mean, cfg.diffusion.P_std, generator=g)
+    drop = torch.rand(B, generator=g) < cfg.diffusion.label_dropout
+    mine = slice(rank * B // world, (rank + 1) * B // world)
+    batch = toy_data.get_batch(dataset, indices[mine].tolist())
+    x = batch["video"]
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(cfg.run.seed * 7919 + step))
+    labels = None
+    if cfg.data.num_classes > 0:
+        labels = torch.where(drop[mine], DROPPED_LABEL, batch["labels"].long())
+    cond = Cond(labels=labels, frame_interval=batch["frame_interval"])
+    return x.to(device), cond.to(device), sigma[mine].to(device), noise.to(device)
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@torch.no_grad()
+def write_preview(cfg, ema, device, path: Path) -> None:
+    """Sample a few videos from the EMA model with fixed noise and write them as one GIF + a PNG."""
+    n, d = cfg.run.num_preview, cfg.data
+    g = torch.Generator().manual_seed(0)  # fixed: previews of successive steps are comparable
+    noise = torch.randn(n, d.num_frames, d.channels, d.resolution, d.resolution, generator=g).to(device)
+    labels = torch.arange(n, device=device) % d.num_classes if d.num_classes > 0 else None
+    cond = Cond(labels=labels, frame_interval=torch.full((n,), 1.0 / d.fps, device=device))
+    sigmas = edm_sigmas(cfg.run.preview_steps, cfg.diffusion.sigma_min, cfg.diffusion.sigma_max,
+                        cfg.diffusion.rho, device=device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.run.dtype == "bf16"):
+        videos = sample(ema, noise, sigmas, cond, solver=cfg.diffusion.solver, sigma_in=cfg.diffusion.sigma_in)
+    save_gif(path.with_suffix(".gif"), video_grid(videos), fps=d.fps)
+    save_png(path.with_suffix(".png"), frames_grid(videos), scale=2)
+
+
+def plot_losses(log_path: Path, png_path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
+    ax.set(xlabel="step", ylabel="training loss (EDM-weighted)", yscale="log", title=png_path.parent.name)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+def resume_config(cfg, changed, ckpt):
+    """The saved config wins; overrides of fields that would change the computation are refused."""
+    saved = config_lib.Config.from_dict(ckpt["config"])
+    for key in changed:
+        section, name = key.split(".")
+        new, old = getattr(getattr(cfg, section), name), getattr(getattr(saved, section), name)
+        if new != old and key not in RESUMABLE_CHANGES:
+            raise ValueError(f"--{name}={new} differs from the checkpoint's {old!r}; a resumed run keeps its "
+                             f"config (changeable: {', '.join(sorted(RESUMABLE_CHANGES))}). "
+                             "Start a new run with another --out_dir instead.")
+        setattr(getattr(saved, section), name, new)
+    return saved
+
+
+def main(argv=None) -> dict:
+    # ---- config --------------------------------------------------------------------------------------
+    cfg, changed, wants_help = config_lib.resolve(sys.argv[1:] if argv is None else argv)
+    if wants_help:
+        print(config_lib.help_text(cfg, "train.py"))
+        return {}
+    if cfg.run.dtype not in ("bf16", "fp32"):
+        raise ValueError(f"--dtype must be bf16 or fp32, got {cfg.run.dtype!r}")
+
+    # ---- distributed set-up: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK -----------------------------
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if distributed else (0, 1)
+    device = pick_device(cfg.run.device)
+    if distributed:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if cfg.optim.batch_size % world:
+        raise ValueError(f"batch_size {cfg.optim.batch_size} must be divisible by the world size {world}")
+    master = rank == 0
+
+    # ---- output folder and resume --------------------------------------------------------------------
+    out_dir = Path(cfg.run.out_dir)
+    ckpt_path = out_dir / "ckpt.pt"
+    ckpt = None
+    if cfg.run.resume:
+        ckpt = load_checkpoint(ckpt_path)
+        cfg = resume_config(cfg, changed, ckpt)
+    elif ckpt_path.exists() and not cfg.run.overwrite:
+        raise FileExistsError(f"{ckpt_path} exists. Pass --resume to continue that run, choose another "
+                              "--out_dir, or pass --overwrite to replace it.")
+    if master:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        print(cfg.describe())
+
+    # ---- data and model ------------------------------------------------------------------------------
+    dataset = toy_data.build_dataset(cfg.data, "train")
+    torch.manual_seed(cfg.run.seed)
+    model = build_denoiser(cfg).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    decay, no_decay = [], []  # weight decay on matrices only, not on biases, norms and embedding vectors
+    for p in model.parameters():
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    o = cfg.optim
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=o.lr, betas=(o.beta1, o.beta2))
+    start_step = 0
+    if ckpt is not None:
+        load_model_state(model, ckpt["model"])
+        load_model_state(ema, ckpt["ema"], "EMA")
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_step = int(ckpt["step"])
+        set_rng_state(ckpt["rng"])
+    if master:
+        print(f"backbone {cfg.model.backbone}: {count_parameters(model.backbone) / 1e6:.2f}M parameters; "
+              f"device {device}, dtype {cfg.run.dtype}, world size {world}, sigma_in {cfg.diffusion.sigma_in}")
+
+    step_module = TrainingLoss(model)
+    if cfg.run.compile:
+        step_module = torch.compile(step_module)
+    if distributed:
+        step_module = nn.parallel.DistributedDataParallel(step_module)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.run.dtype == "bf16" else nullcontext())
+
+    # ---- training loop -------------------------------------------------------------------------------
+    log_path = out_dir / "log.jsonl"
+    if master and ckpt is not None and log_path.exists():  # drop log lines written after the checkpoint
+        lines = [ln for ln in log_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start_step]
+        log_path.write_text("".join(ln + "\n" for ln in lines))
+    elif master and ckpt is None:
+        log_path.write_text("")
+
+    def checkpoint(step):
+        if not master:
+            return
+        save_checkpoint(ckpt_path, {"model": model.state_dict(), "ema": ema.state_dict(),
+                                    "optimizer": optimizer.state_dict(), "step": step,
+                                    "config": cfg.to_dict(), "rng": rng_state(),
+                                    "scheduler": {"name": "warmup_cosine", "lr": lr_at(max(step - 1, 0), o)}})
+        plot_losses(log_path, out_dir / "loss.png")
+
+    t_start = time.time()
+    window_loss, window_videos, window_t0 = 0.0, 0, time.time()
+    last_loss = float("nan")
+    bar = tqdm(range(start_step, o.max_steps), initial=start_step, total=o.max_steps, disable=not master,
+               desc="training", dynamic_ncols=True)
+    step = start_step
+    for step in bar:
+        lr = lr_at(step, o)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, cond, sigma, noise = make_batch(cfg, dataset, step, rank, world, device)
+        with autocast:
+            loss = step_module(x, cond, sigma, noise)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr or try --dtype=fp32")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if o.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+        optimizer.step()
+        ema_update(ema, model, step, o.ema_halflife)
+
+        last_loss = loss.item()
+        window_loss += last_loss
+        window_videos += o.batch_size
+        done = step + 1
+        if done % cfg.run.log_every == 0 or done == o.max_steps:
+            elapsed = time.time() - window_t0
+            n_steps = window_videos // o.batch_size
+            row = {"step": done, "loss": window_loss / n_steps, "lr": lr,
+                   "videos_per_s": window_videos / max(elapsed, 1e-9), "elapsed_s": time.time() - t_start}
+            if master:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                bar.set_postfix(loss=f"{row['loss']:.4f}", vid_s=f"{row['videos_per_s']:.1f}")
+            window_loss, window_videos, window_t0 = 0.0, 0, time.time()
+        t_aside = time.time()  # previews and checkpoints do not count towards videos/s
+        if master and cfg.run.preview_every > 0 and (done % cfg.run.preview_every == 0 or done == o.max_steps):
+            write_preview(cfg, ema, device, out_dir / "previews" / f"step_{done:06d}")
+        out_of_time = cfg.run.max_minutes > 0 and time.time() - t_start > 60 * cfg.run.max_minutes
+        stop_here = out_of_time or done == cfg.run.stop_at_step
+        if done % cfg.run.ckpt_every == 0 or done == o.max_steps or stop_here:
+            checkpoint(done)
+        window_t0 += time.time() - t_aside
+        if stop_here:
+            if master:
+                print(f"stopping at step {done} (of {o.max_steps}); --resume continues")
+            break
+    bar.close()
+    if distributed:
+        dist.destroy_process_group()
+    if master:
+        print(f"done: step {step + 1 if o.max_steps > start_step else start_step}, last loss {last_loss:.4f}, "
+              f"{(time.time() - t_start) / 60:.1f} min; outputs in {out_dir}")
+    return {"model": model, "ema": ema, "config": cfg, "last_loss": last_loss}
+
+
+if __name__ == "__main__":
+    main()
