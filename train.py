@@ -227,7 +227,9 @@ def main(argv=None) -> dict:
     if cfg.run.compile:
         step_module = torch.compile(step_module)
     if distributed:
-        step_module = nn.parallel.DistributedDataParallel(step_module)
+        # Optional inputs (a known mask, labels, self-conditioning) leave some parameters unused in
+        # some steps; DDP must be told, or it waits forever for their gradients.
+        step_module = nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=True)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.run.dtype == "bf16" else nullcontext())
 
     # ---- training loop -------------------------------------------------------------------------------
@@ -269,7 +271,11 @@ def main(argv=None) -> dict:
         optimizer.step()
         ema_update(ema, model, step, o.ema_halflife)
 
-        last_loss = loss.item()
+        reported = loss.detach()
+        if distributed:  # log the global-batch loss, not this rank's half
+            dist.all_reduce(reported)
+            reported /= world
+        last_loss = reported.item()
         window_loss += last_loss
         window_videos += o.batch_size
         done = step + 1

@@ -1,0 +1,141 @@
+"""Shared helpers for the benchmark scripts: machine description, timing, matmul peak, FLOPs, tables.
+
+- ``time_ms(fn)``: ``warmup`` untimed calls, then ``repeats`` timed calls (``time.perf_counter``); returns
+  the median, min and max in milliseconds. The median resists the spikes caused by other processes on a
+  shared machine; print ``load_average()`` next to the numbers so readers can judge how busy it was.
+- ``matmul_peak_gflops(dtype)``: square n x n matmuls (2 n^3 flops each) over a few sizes, best median
+  GFLOP/s: the practical ceiling of this machine that MFU (model FLOP utilisation) is measured against.
+- ``count_flops(fn)``: ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions and attention,
+  2 flops per multiply-add, forward and backward; elementwise ops are not counted). PyTorch's counter does
+  not know the CPU attention kernel (it counts 0 flops for it), so its formula is added here, as model
+  FLOPs (backward = 2 x forward, without the recomputation that PyTorch's GPU formulas include), so the
+  fused kernel and explicit matmuls count the same.
+- ``attempt`` / ``derive`` / ``fmt``: a failed measurement becomes an ``Error`` that prints as
+  "error: ..." in its table cell, so a benchmark always prints its tables.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, List, Sequence
+
+import torch
+from torch.utils import flop_counter
+
+
+class Error(str):
+    """A failed measurement; a str so that it can go straight into a table cell."""
+
+
+def attempt(fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)``, or an ``Error`` describing the exception."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # a benchmark prints "error: ..." rather than stopping
+        return Error(f"error: {type(e).__name__}: {e}".replace("|", "/").replace("\n", " ")[:160])
+
+
+def derive(fn: Callable, *values):
+    """``fn(*values)`` unless one of the values is an Error (then that Error is passed on)."""
+    for v in values:
+        if isinstance(v, Error):
+            return v
+    return attempt(fn, *values)
+
+
+def fmt(value, spec: str = ".1f") -> str:
+    return value if isinstance(value, str) else format(value, spec)
+
+
+# ---- the machine -------------------------------------------------------------------------------------
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_matrix_features() -> str:
+    """The CPU flags that decide bf16/fp32 matmul speed (AMX, AVX-512 BF16, AVX-512, AVX2)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        flags = set(next(ln for ln in text.splitlines() if ln.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return "flags unknown"
+    found = [f for f in ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2") if f in flags]
+    return ", ".join(found) or "no AVX2"
+
+
+def machine_line() -> str:
+    return (f"machine: {cpu_name()} ({cpu_matrix_features()}), {os.cpu_count()} cores, "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+
+def load_average() -> str:
+    try:
+        one, five, fifteen = os.getloadavg()
+        return f"load average (1/5/15 min): {one:.2f} / {five:.2f} / {fifteen:.2f} on {os.cpu_count()} cores"
+    except OSError:
+        return "load average: unavailable"
+
+
+# ---- timing ------------------------------------------------------------------------------------------
+
+def time_ms(fn: Callable[[], object], repeats: int = 5, warmup: int = 2) -> dict:
+    """Median, min and max wall time of ``fn()`` in milliseconds over ``repeats`` runs after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        times.append(1e3 * (time.perf_counter() - start))
+    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
+
+
+def matmul_peak_gflops(dtype: torch.dtype, sizes: Sequence[int] = (1024, 2048), repeats: int = 5) -> dict:
+    """Best over ``sizes`` of the median GFLOP/s of an n x n @ n x n matmul in ``dtype`` (2 n^3 flops)."""
+    best = {"gflops": 0.0, "n": 0}
+    for n in sizes:
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        ms = time_ms(lambda: torch.mm(a, b), repeats=repeats, warmup=2)["median"]
+        gflops = 2 * n**3 / (ms * 1e-3) / 1e9
+        if gflops > best["gflops"]:
+            best = {"gflops": gflops, "n": n}
+    return best
+
+
+# ---- FLOPs -------------------------------------------------------------------------------------------
+
+def _cpu_sdpa(q, k, v, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(q, k, v)
+
+
+def _cpu_sdpa_backward(grad_out, q, k, v, *args, out_shape=None, **kwargs) -> int:
+    return 2 * flop_counter.sdpa_flop_count(q, k, v)  # model FLOPs: 4 matmuls, no recomputed q k^T
+
+
+_CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa,
+                  torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward}
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Matmul/conv/attention FLOPs of one call of ``fn()`` (the call really runs)."""
+    with flop_counter.FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+# ---- tables ------------------------------------------------------------------------------------------
+
+def markdown_table(headers: Sequence[str], rows: List[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
