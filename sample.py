@@ -1,36 +1,54 @@
-"""Turn a checkpoint into videos: GIFs (one per video, plus a grid) and a PNG of all frames.
+"""Turn a checkpoint into videos: generation, or a VDT task with given content, plus metrics.
 
-    python sample.py --ckpt=out/bouncing_balls/ckpt.pt --out_dir=out/samples
-    python sample.py --ckpt=... --num_videos=16 --steps=32 --solver=euler --seed=3 --cfg_scale=2 --label=1
+    python sample.py --ckpt=out/bouncing_balls/ckpt.pt --out_dir=out/samples          # generate
+    python sample.py --ckpt=out/bb_tasks/ckpt.pt --task=predict --out_dir=out/predict  # from toy test clips
+    python sample.py --ckpt=... --task=interpolate --every=4 --context=my_clip.gif     # from your file
+    python sample.py --ckpt=... --task=predict --cfg_scale=2 --guidance=context        # context guidance
 
-The model is rebuilt from the config saved in the checkpoint (loaded with ``weights_only=True``), so no
-flags about the architecture are needed. ``python sample.py --help`` lists every option.
+Tasks (masking.py): generate | predict | backward | interpolate | animate | complete (and random_frames).
+Without ``--context`` the given content comes from held-out clips of the model's own toy dataset
+(``--data_seed`` picks them), so the ground truth is known and PSNR/SSIM over the generated positions are
+printed and saved as metrics.json. Each video is written as one GIF showing
+[given content | model output | ground truth] side by side, and grid.png stacks the same as frame strips.
+
+The model is rebuilt from the config saved in the checkpoint (loaded with ``weights_only=True``).
+``python sample.py --help`` lists every option.
 """
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
+import toy_data
+from nano_videodiff import masking
 from nano_videodiff.checkpoint import load_checkpoint, load_model_state
-from nano_videodiff.conditioning import DROPPED_LABEL, Cond
 from nano_videodiff.config import Config, parse_value
+from nano_videodiff.generation import generate, show_known
+from nano_videodiff.metrics import psnr, ssim
 from nano_videodiff.models import build_denoiser
-from nano_videodiff.sampler import edm_sigmas, sample
-from nano_videodiff.video_io import frames_grid, save_gif, save_png, video_grid
+from nano_videodiff.video_io import frames_grid, load_video, save_gif, save_png, video_grid
 
 
 @dataclass
 class SampleArgs:
     ckpt: str = ""                # checkpoint written by train.py (OUT_DIR/ckpt.pt)
-    out_dir: str = "out/samples"  # where GIFs and PNGs go
+    out_dir: str = "out/samples"  # where GIFs, PNGs and metrics.json go
+    task: str = "generate"        # generate | predict | backward | interpolate | animate | complete | random_frames
+    context: str = ""             # a GIF, MP4 or .npy video to take the given content from ("" = toy test clips)
+    num_context: int = 0          # predict/backward: given frames (0 = the training config's, else T // 2)
+    every: int = 4                # interpolate: every n-th frame is given (and the last)
+    frame_index: int = 0          # animate: which frame is given
+    data_seed: int = 0            # which held-out toy clips give the context
     num_videos: int = 8
     steps: int = 0                # sampler steps; 0 = the checkpoint config's sample_steps
     solver: str = ""              # heun | euler; "" = the config's solver
     seed: int = 0                 # noise seed: same seed, same videos
-    cfg_scale: float = 1.0        # classifier-free guidance weight (1 = none; needs a labelled model)
+    cfg_scale: float = 1.0        # guidance weight (1 = none)
+    guidance: str = "label"       # label (drop the label) | context (drop the given content)
     label: int = -1               # class/scenario label for every video; -1 = cycle over classes
     S_churn: float = 0.0          # EDM Alg. 2 stochasticity (0 = deterministic)
     use_ema: bool = True          # sample from the EMA weights (recommended)
@@ -59,6 +77,8 @@ def parse_sample_args(argv) -> SampleArgs:
         raise ValueError("pass --ckpt=PATH, the checkpoint written by train.py (e.g. out/bouncing_balls/ckpt.pt)")
     if args.dtype not in ("fp32", "bf16"):
         raise ValueError(f"--dtype must be fp32 or bf16, got {args.dtype!r}")
+    if args.task not in masking.TASKS:
+        raise ValueError(f"unknown task {args.task!r}; choose from {', '.join(masking.TASKS)}")
     return args
 
 
@@ -73,36 +93,41 @@ def load_model(ckpt_path, use_ema: bool = True, device="cpu"):
     return model.to(device).eval(), cfg
 
 
-@torch.no_grad()
-def generate(model, cfg: Config, args: SampleArgs, device) -> torch.Tensor:
-    """Sample ``args.num_videos`` videos (N, T, C, H, W) in [-1, 1], in batches."""
+def task_mask(args: SampleArgs, cfg: Config, n: int) -> torch.Tensor:
+    """The ``known`` mask (n, T, 1, H, W) of the requested task."""
     d = cfg.data
+    kwargs = {}
+    if args.task in ("predict", "backward"):
+        k = args.num_context or cfg.task.num_context or d.num_frames // 2
+        if k >= d.num_frames:
+            raise ValueError(f"--num_context={k} leaves nothing to predict: the model generates "
+                             f"{d.num_frames} frames")
+        kwargs = {"num_context": k}
+    elif args.task == "interpolate":
+        kwargs = {"every": args.every}
+    elif args.task == "animate":
+        kwargs = {"frame_index": args.frame_index}
     g = torch.Generator().manual_seed(args.seed)
-    noise = torch.randn(args.num_videos, d.num_frames, d.channels, d.resolution, d.resolution, generator=g)
-    if d.num_classes > 0:
-        if args.label >= d.num_classes:
-            raise ValueError(f"--label must be < {d.num_classes} (the model's number of classes)")
-        labels = (torch.full((args.num_videos,), args.label) if args.label >= 0
-                  else torch.arange(args.num_videos) % d.num_classes)
-    else:
-        if args.cfg_scale != 1.0:
-            raise ValueError("--cfg_scale needs a model trained with labels (num_classes > 0)")
-        labels = None
-    sigmas = edm_sigmas(args.steps or cfg.diffusion.sample_steps, cfg.diffusion.sigma_min,
-                        cfg.diffusion.sigma_max, cfg.diffusion.rho, device=device)
-    churn_gen = torch.Generator(device=device).manual_seed(args.seed + 1)
-    out = []
-    for start in range(0, args.num_videos, args.batch_size):
-        part = slice(start, start + args.batch_size)
-        n = noise[part].shape[0]
-        cond = Cond(labels=None if labels is None else labels[part].to(device),
-                    frame_interval=torch.full((n,), 1.0 / d.fps, device=device))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16"):
-            out.append(sample(model, noise[part].to(device), sigmas, cond,
-                              solver=args.solver or cfg.diffusion.solver, S_churn=args.S_churn,
-                              sigma_in=cfg.diffusion.sigma_in, cfg_scale=args.cfg_scale,
-                              generator=churn_gen, progress=True).cpu())
-    return torch.cat(out)
+    return masking.make_mask(args.task, n, d.num_frames, d.resolution, d.resolution, generator=g, **kwargs)
+
+
+def context_videos(args: SampleArgs, cfg: Config) -> tuple:
+    """(videos (N, T, C, H, W), labels or None, has_ground_truth): from the user's file or toy test clips."""
+    d = cfg.data
+    if args.context:
+        video = load_video(args.context, channels=d.channels)
+        if video.shape[1] != d.channels or video.shape[-2:] != (d.resolution, d.resolution):
+            raise ValueError(f"{args.context} has frames of {video.shape[1]} channels x "
+                             f"{video.shape[2]}x{video.shape[3]}, but the model works on {d.channels} x "
+                             f"{d.resolution}x{d.resolution}; resize the video first")
+        if video.shape[0] < d.num_frames:  # shorter clips give only their frames; the rest is generated
+            pad = video.new_zeros(d.num_frames - video.shape[0], *video.shape[1:])
+            video = torch.cat([video, pad])
+        return video[:d.num_frames][None].repeat(args.num_videos, 1, 1, 1, 1), None, video.shape[0] >= d.num_frames
+    data_cfg = Config.from_dict(cfg.to_dict()).data
+    data_cfg.data_seed = args.data_seed
+    batch = toy_data.get_batch(toy_data.build_dataset(data_cfg, "test"), range(args.num_videos))
+    return batch["video"], batch.get("labels"), True
 
 
 def main(argv=None):
@@ -110,16 +135,54 @@ def main(argv=None):
     from train import pick_device  # one device rule for both scripts
     device = pick_device(args.device)
     out_dir = Path(args.out_dir)
-    if (out_dir / "grid.gif").exists() and not args.overwrite:
+    if (out_dir / "grid.png").exists() and not args.overwrite:
         raise FileExistsError(f"{out_dir} already holds samples; pass --overwrite or another --out_dir")
     model, cfg = load_model(args.ckpt, args.use_ema, device)
-    videos = generate(model, cfg, args, device)
-    fps = cfg.data.fps
-    for i, video in enumerate(videos):
-        save_gif(out_dir / f"video_{i:03d}.gif", video, fps=fps)
-    save_gif(out_dir / "grid.gif", video_grid(videos), fps=fps)
-    save_png(out_dir / "grid.png", frames_grid(videos), scale=2)  # one row per video, frames left to right
-    print(f"wrote {len(videos)} videos to {out_dir} (video_*.gif, grid.gif, grid.png)")
+    d = cfg.data
+    n = args.num_videos
+    labels = None
+    if d.num_classes > 0:
+        if args.label >= d.num_classes:
+            raise ValueError(f"--label must be < {d.num_classes} (the model's number of classes)")
+        labels = torch.full((n,), args.label) if args.label >= 0 else torch.arange(n) % d.num_classes
+
+    truth = known = None
+    if args.task != "generate":
+        if args.context and not Path(args.context).exists():
+            raise FileNotFoundError(f"--context file {args.context} does not exist")
+        truth, data_labels, has_truth = context_videos(args, cfg)
+        if args.context and not has_truth and args.task not in ("predict", "animate"):
+            raise ValueError(f"{args.context} is shorter than the model's {d.num_frames} frames")
+        if data_labels is not None and labels is not None and args.label < 0:
+            labels = data_labels.long()
+        known = task_mask(args, cfg, n)
+        truth = truth if has_truth else None
+        known_x = truth if truth is not None else context_videos(args, cfg)[0]
+    videos = generate(model, cfg, n, known=known, known_x=None if known is None else known_x, labels=labels,
+                      steps=args.steps, solver=args.solver, seed=args.seed, cfg_scale=args.cfg_scale,
+                      guidance=args.guidance, S_churn=args.S_churn, dtype=args.dtype,
+                      batch_size=args.batch_size, device=device, progress=True)
+
+    # ---- pictures: [given | output | truth] per video ------------------------------------------------------
+    panels = [videos]
+    if known is not None:
+        panels = [show_known(known_x, known), videos] + ([truth] if truth is not None else [])
+    side_by_side = torch.cat(panels, dim=-1)  # concatenate along width
+    for i in range(n):
+        save_gif(out_dir / f"video_{i:03d}.gif", side_by_side[i], fps=d.fps)
+    save_gif(out_dir / "grid.gif", video_grid(side_by_side, ncol=1 if known is not None else None), fps=d.fps)
+    save_png(out_dir / "grid.png", frames_grid(torch.stack(panels, 1).flatten(0, 1)), scale=2)
+
+    # ---- numbers: PSNR/SSIM on the generated frames when the ground truth is known --------------------
+    if truth is not None:
+        generated = ~known.flatten(2).all(-1)  # (N, T): frames with anything generated
+        frames_p, frames_t = videos[generated], truth[generated]
+        scores = {"task": args.task, "num_videos": n,
+                  "psnr": float(psnr(frames_p[:, None], frames_t[:, None]).mean()),
+                  "ssim": float(ssim(frames_p[:, None], frames_t[:, None]).mean())}
+        (out_dir / "metrics.json").write_text(json.dumps(scores, indent=2))
+        print(f"{args.task}: PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.3f} over generated frames")
+    print(f"wrote {n} videos to {out_dir} (video_*.gif, grid.gif, grid.png)")
     return videos
 
 

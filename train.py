@@ -31,11 +31,12 @@ from tqdm.auto import tqdm
 
 import toy_data
 from nano_videodiff import config as config_lib
+from nano_videodiff import masking
 from nano_videodiff.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from nano_videodiff.conditioning import DROPPED_LABEL, Cond
 from nano_videodiff.edm import sample_training_sigma
 from nano_videodiff.models import build_denoiser, count_parameters
-from nano_videodiff.sampler import edm_sigmas, sample
+from nano_videodiff.generation import generate, show_known
 from nano_videodiff.video_io import frames_grid, save_gif, save_png, video_grid
 
 # Fields that may change when resuming (they do not change what is computed).
@@ -102,6 +103,13 @@ def make_batch(cfg, dataset, step: int, rank: int, world: int, device):
     if cfg.data.num_classes > 0:
         labels = torch.where(drop[mine], DROPPED_LABEL, batch["labels"].long())
     cond = Cond(labels=labels, frame_interval=batch["frame_interval"])
+    mixture = masking.mixture_from_config(cfg.task, cfg.data.num_frames)
+    if mixture is not None:  # VDT mask modeling: which positions are given as clean context
+        t, _, h, w = x.shape[1:]
+        known, _ = mixture.sample(B, t, h, w, generator=g)
+        no_context = torch.rand(B, generator=g) < cfg.task.context_dropout
+        known = known & ~no_context[:, None, None, None, None]
+        cond = cond.replace(known=known[mine], known_x=x)
     return x.to(device), cond.to(device), sigma[mine].to(device), noise.to(device)
 
 
@@ -120,18 +128,25 @@ def set_rng_state(state: dict) -> None:
 
 @torch.no_grad()
 def write_preview(cfg, ema, device, path: Path) -> None:
-    """Sample a few videos from the EMA model with fixed noise and write them as one GIF + a PNG."""
+    """Sample a few videos from the EMA model with fixed noise; write one GIF and a PNG of frames.
+
+    A masked model (``--masking``) is shown predicting held-out clips: [given | output | truth].
+    """
     n, d = cfg.run.num_preview, cfg.data
-    g = torch.Generator().manual_seed(0)  # fixed: previews of successive steps are comparable
-    noise = torch.randn(n, d.num_frames, d.channels, d.resolution, d.resolution, generator=g).to(device)
-    labels = torch.arange(n, device=device) % d.num_classes if d.num_classes > 0 else None
-    cond = Cond(labels=labels, frame_interval=torch.full((n,), 1.0 / d.fps, device=device))
-    sigmas = edm_sigmas(cfg.run.preview_steps, cfg.diffusion.sigma_min, cfg.diffusion.sigma_max,
-                        cfg.diffusion.rho, device=device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.run.dtype == "bf16"):
-        videos = sample(ema, noise, sigmas, cond, solver=cfg.diffusion.solver, sigma_in=cfg.diffusion.sigma_in)
-    save_gif(path.with_suffix(".gif"), video_grid(videos), fps=d.fps)
-    save_png(path.with_suffix(".png"), frames_grid(videos), scale=2)
+    labels = torch.arange(n) % d.num_classes if d.num_classes > 0 else None
+    known = known_x = None
+    if cfg.task.masking != "none":
+        batch = toy_data.get_batch(toy_data.build_dataset(d, "test"), range(n))
+        known_x = batch["video"]
+        k = cfg.task.num_context or d.num_frames // 2
+        known = masking.predict(n, d.num_frames, d.resolution, d.resolution, num_context=k)
+        labels = batch["labels"].long() if labels is not None else None
+    videos = generate(ema, cfg, n, known=known, known_x=known_x, labels=labels, steps=cfg.run.preview_steps,
+                      seed=0, dtype=cfg.run.dtype, batch_size=n, device=device)
+    panels = [videos] if known is None else [show_known(known_x, known), videos, known_x]
+    save_gif(path.with_suffix(".gif"), video_grid(torch.cat(panels, dim=-1), ncol=1 if known is not None else None),
+             fps=d.fps)
+    save_png(path.with_suffix(".png"), frames_grid(torch.stack(panels, 1).flatten(0, 1)), scale=2)
 
 
 def plot_losses(log_path: Path, png_path: Path) -> None:

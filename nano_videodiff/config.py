@@ -1,6 +1,6 @@
 """Configs: typed dataclasses in sections, named presets, and ``--key=value`` command-line overrides.
 
-A run is described by one ``Config`` with five sections (data, diffusion, model, optim, run). Field names
+A run is described by one ``Config`` with six sections (data, diffusion, model, task, optim, run). Field names
 are unique across sections, so the command line can say ``--depth=6`` (or ``--model.depth=6``).
 The resolved config is printed at start and saved in every checkpoint as a plain dict, from which
 ``sample.py`` rebuilds the model (``Config.from_dict`` rejects unknown keys with a clear error).
@@ -52,6 +52,7 @@ class ModelConfig:
     patch_size: int = 4               # p: each frame is cut into p x p patches
     mlp_ratio: float = 4.0            # MLP hidden width = mlp_ratio * D
     qk_norm: bool = True              # RMS-normalise queries/keys (W.A.L.T Sec. 4.3)
+    conditioning: str = "concat"      # how known frames reach the model: concat | adaln | cross_attention (VDT)
 
 
 @dataclass
@@ -66,6 +67,14 @@ class OptimConfig:
     beta2: float = 0.99
     grad_clip: float = 1.0            # max global gradient norm; 0 disables
     ema_halflife: float = 200.0       # EMA half-life in optimizer steps (with a warm-up, see train.py)
+
+
+@dataclass
+class TaskConfig:
+    masking: str = "none"             # none (unconditional) | vdt (VDT's task mixture) | one task name of
+                                      # masking.TASKS (e.g. predict): what the model learns to do
+    num_context: int = 0              # context frames for predict/backward; 0 = T // 2 (VDT: 8 of 16)
+    context_dropout: float = 0.0      # drop all context w.p. p (the context-free branch for guidance)
 
 
 @dataclass
@@ -87,7 +96,7 @@ class RunConfig:
 
 
 SECTIONS = {"data": DataConfig, "diffusion": DiffusionConfig, "model": ModelConfig,
-            "optim": OptimConfig, "run": RunConfig}
+            "task": TaskConfig, "optim": OptimConfig, "run": RunConfig}
 
 
 @dataclass
@@ -95,6 +104,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

@@ -246,6 +246,20 @@ class MaskMixture:
         return known, task_ids
 
 
+def mixture_from_config(task_cfg, num_frames: int) -> Optional[MaskMixture]:
+    """The training mixture a config asks for: None (unconditional), VDT's mixture, or one task."""
+    name = task_cfg.masking
+    if name == "none":
+        return None
+    k = task_cfg.num_context or num_frames // 2
+    kwargs = {"predict": {"num_context": k}, "backward": {"num_context": k}}
+    if name == "vdt":
+        return MaskMixture(task_kwargs=kwargs)
+    if name not in TASKS:
+        raise ValueError(f"unknown masking {name!r}; use none, vdt or one of {', '.join(TASKS)}")
+    return MaskMixture(probs={name: 1.0}, task_kwargs={name: kwargs[name]} if name in kwargs else {})
+
+
 # --- Applying a mask (training loss and sampling) ---
 #
 # Everything that *uses* a ``known`` mask is here, so the rule is written once:

@@ -17,6 +17,16 @@ adaLN-Zero modulation (DiT) of every sub-layer. Differences from the official VD
 - The output is EDM's F (one prediction per channel), not DiT's learned-variance 2C channels.
 - Known (context) positions are marked by adding ``known_fraction * known_embedding`` to each token,
   so the network is told what is given: VDT's official code does not tell it (see masking.py).
+
+Three ways to give the model its context (VDT Sec. 3 compares them for video prediction), chosen by
+``conditioning``:
+- "concat" (token concatenation, VDT's choice and the default): the clean known content sits in the token
+  sequence in place of the noisy one, and every attention layer can read it.
+- "adaln": known positions are blanked in the sequence; the context is patch-embedded, averaged into one
+  vector and added to c, so it reaches the network only through adaLN scales and shifts.
+- "cross_attention": known positions are blanked; each block gets a gated cross-attention from all tokens
+  to the context tokens (known patches only, plus one learned "null" token so a sample without context
+  still has something to attend to).
 """
 from __future__ import annotations
 
@@ -31,11 +41,20 @@ from .layers import (AdaLNModulation, Attention, LabelEmbedder, Mlp, ScalarEmbed
                      modulate, patchify, sincos_1d, sincos_2d, unpatchify)
 
 
+CONDITIONING = ("concat", "adaln", "cross_attention")
+
+
 class VDTBlock(nn.Module):
     """Temporal attention -> spatial attention -> MLP, each pre-norm, adaLN-Zero modulated and gated."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True,
+                 cross_attention: bool = False):
         super().__init__()
+        self.cross = None
+        if cross_attention:  # VDT's "cross-attention" conditioning: tokens query the context tokens
+            self.norm_x = nn.LayerNorm(dim, eps=1e-6)
+            self.cross = Attention(dim, heads, qk_norm)
+            self.cross_gate = nn.Parameter(torch.zeros(dim))  # zero: starts as the identity, like adaLN-Zero
         self.norm_t = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn_t = Attention(dim, heads, qk_norm)
         self.norm_s = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
@@ -44,7 +63,8 @@ class VDTBlock(nn.Module):
         self.mlp = Mlp(dim, mlp_ratio)
         self.ada = AdaLNModulation(dim, 9)  # (shift, scale, gate) for each of the three sub-layers
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, context: Optional[torch.Tensor] = None,
+                context_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         b, t, n, d = x.shape
         mods = [m[:, None, None, :] for m in self.ada(c)]  # each (B, 1, 1, D): broadcast over T and N
         sh_t, sc_t, g_t, sh_s, sc_s, g_s, sh_m, sc_m, g_m = mods
@@ -54,6 +74,10 @@ class VDTBlock(nn.Module):
 
         h = rearrange(modulate(self.norm_s(x), sh_s, sc_s), "b t n d -> (b t) n d")
         x = x + g_s * rearrange(self.attn_s(h), "(b t) n d -> b t n d", b=b)
+
+        if self.cross is not None:
+            h = self.cross(self.norm_x(x).flatten(1, 2), context, attn_mask=context_mask)
+            x = x + self.cross_gate * h.reshape(b, t, n, d)
 
         return x + g_m * self.mlp(modulate(self.norm_m(x), sh_m, sc_m))
 
@@ -67,8 +91,12 @@ class VDT(nn.Module):
     """
 
     def __init__(self, in_channels: int = 3, patch_size: int = 4, dim: int = 128, depth: int = 4,
-                 heads: int = 4, mlp_ratio: float = 4.0, num_classes: int = 0, qk_norm: bool = True):
+                 heads: int = 4, mlp_ratio: float = 4.0, num_classes: int = 0, qk_norm: bool = True,
+                 conditioning: str = "concat"):
         super().__init__()
+        if conditioning not in CONDITIONING:
+            raise ValueError(f"unknown conditioning {conditioning!r}; choose from {', '.join(CONDITIONING)}")
+        self.conditioning = conditioning
         self.in_channels, self.patch_size, self.dim = in_channels, patch_size, dim
         patch_dim = in_channels * patch_size**2
         self.embed = nn.Linear(patch_dim, dim)
@@ -76,7 +104,14 @@ class VDT(nn.Module):
         self.interval_embed = ScalarEmbedder(dim)
         self.label_embed = LabelEmbedder(num_classes, dim) if num_classes > 0 else None
         self.known_embed = nn.Parameter(torch.zeros(dim))  # added to tokens in proportion to known pixels
-        self.blocks = nn.ModuleList(VDTBlock(dim, heads, mlp_ratio, qk_norm) for _ in range(depth))
+        if conditioning != "concat":  # a separate embedding of the clean context
+            self.context_embed = nn.Linear(patch_dim, dim)
+        if conditioning == "adaln":
+            self.context_pool = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim))
+        if conditioning == "cross_attention":
+            self.null_context = nn.Parameter(torch.zeros(1, 1, dim))
+        cross = conditioning == "cross_attention"
+        self.blocks = nn.ModuleList(VDTBlock(dim, heads, mlp_ratio, qk_norm, cross) for _ in range(depth))
         self.final_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.final_ada = AdaLNModulation(dim, 2)
         self.final = nn.Linear(dim, patch_dim)
@@ -87,7 +122,8 @@ class VDT(nn.Module):
     def from_config(cls, model_cfg, data_cfg) -> "VDT":
         return cls(in_channels=data_cfg.channels, patch_size=model_cfg.patch_size, dim=model_cfg.dim,
                    depth=model_cfg.depth, heads=model_cfg.heads, mlp_ratio=model_cfg.mlp_ratio,
-                   num_classes=data_cfg.num_classes, qk_norm=model_cfg.qk_norm)
+                   num_classes=data_cfg.num_classes, qk_norm=model_cfg.qk_norm,
+                   conditioning=model_cfg.conditioning)
 
     def conditioning_vector(self, c_noise: torch.Tensor, cond: Cond, batch: int) -> torch.Tensor:
         """c = emb(c_noise) + emb(frame interval) + emb(label): one vector per video for adaLN."""
@@ -108,17 +144,31 @@ class VDT(nn.Module):
         check_video(x, self.in_channels, self.patch_size)
         b, t, ch, h, w = x.shape
         p = self.patch_size
-        tokens = self.embed(patchify(x, p))  # (B, T, N, D)
-        space = sincos_2d(h // p, w // p, self.dim).to(tokens)  # (N, D)
-        time = sincos_1d(torch.arange(t), self.dim).to(tokens)  # (T, D)
-        tokens = tokens + space[None, None] + time[None, :, None]
+        patches = patchify(x, p)  # (B, T, N, C p^2)
+        known_fraction = torch.zeros(*patches.shape[:3], 1, dtype=x.dtype, device=x.device)
         if cond.known is not None:
-            known = cond.known.expand(b, t, 1, h, w).to(tokens.dtype)
-            known_fraction = patchify(known, p).mean(-1, keepdim=True)  # (B, T, N, 1)
-            tokens = tokens + known_fraction * self.known_embed
+            known_fraction = patchify(cond.known.expand(b, t, 1, h, w).to(x.dtype), p).mean(-1, keepdim=True)
+        space = sincos_2d(h // p, w // p, self.dim).to(x)  # (N, D)
+        time = sincos_1d(torch.arange(t), self.dim).to(x)  # (T, D)
+        position = space[None, None] + time[None, :, None]  # (1, T, N, D)
         c = self.conditioning_vector(c_noise, cond, b)
+        context = context_mask = None
+        if self.conditioning != "concat":
+            is_context = known_fraction > 0  # (B, T, N, 1): patches holding given content
+            ctx_tokens = self.context_embed(patches * is_context) + position
+            patches = patches * ~is_context  # the sequence itself no longer carries the context
+            if self.conditioning == "adaln":
+                pooled = (ctx_tokens * is_context).sum((1, 2)) / is_context.sum((1, 2)).clamp(min=1)
+                c = c + self.context_pool(pooled)
+            else:
+                null = self.null_context.expand(b, 1, self.dim).to(ctx_tokens.dtype)
+                context = torch.cat([null, ctx_tokens.flatten(1, 2)], 1)  # (B, 1 + T N, D)
+                keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=x.device),
+                                  is_context.flatten(1, 3)], 1)
+                context_mask = keep[:, None, None, :]  # (B, 1, 1, keys): attend to context + null only
+        tokens = self.embed(patches) + position + known_fraction * self.known_embed
         for block in self.blocks:
-            tokens = block(tokens, c)
+            tokens = block(tokens, c, context, context_mask)
         shift, scale = self.final_ada(c)
         out = self.final(modulate(self.final_norm(tokens), shift[:, None, None], scale[:, None, None]))
         return unpatchify(out, p, ch, h, w)

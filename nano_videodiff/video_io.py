@@ -59,3 +59,35 @@ def save_png(path, image: torch.Tensor, scale: int = 4) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(path, to_uint8(upscale(image, scale)), extension=".png")
     return path
+
+
+def load_video(path, channels: Optional[int] = None) -> torch.Tensor:
+    """Read a GIF, MP4 (via imageio-ffmpeg) or .npy video as (T, C, H, W) float32 in [-1, 1].
+
+    .npy may hold (T, H, W), (T, H, W, C) or (T, C, H, W); uint8 is read as 0..255, floats as [-1, 1]
+    (or [0, 1] when no value is negative). ``channels=1`` turns RGB into grey; an alpha channel is dropped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no video file at {path}")
+    if path.suffix.lower() == ".npy":
+        array = np.load(path, allow_pickle=False)
+    elif path.suffix.lower() in (".gif", ".mp4", ".mov", ".webm", ".avi"):
+        array = np.asarray(iio.imread(path, index=None))
+    else:
+        raise ValueError(f"{path}: unsupported video type {path.suffix!r}; use .gif, .mp4 or .npy")
+    if array.ndim == 3:
+        array = array[..., None]
+    if array.ndim != 4:
+        raise ValueError(f"{path}: expected a video (T, H, W[, C]), got an array of shape {array.shape}")
+    if array.shape[1] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):  # (T, C, H, W) -> (T, H, W, C)
+        array = array.transpose(0, 2, 3, 1)
+    video = torch.from_numpy(np.ascontiguousarray(array)).float()
+    if array.dtype == np.uint8:
+        video = video / 127.5 - 1
+    elif video.min() >= 0:
+        video = video * 2 - 1
+    video = video[..., :3].movedim(-1, 1)  # drop alpha; (T, C, H, W)
+    if channels == 1 and video.shape[1] == 3:
+        video = video.mean(1, keepdim=True)
+    return video.clamp(-1, 1)

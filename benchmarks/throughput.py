@@ -1,0 +1,195 @@
+"""Training and sampling speed of a preset on this machine, fp32 vs bf16 autocast, with FLOPs and MFU.
+
+    PYTHONPATH=. python benchmarks/throughput.py [--config=NAME] [--batch_size=N] [--repeats=N] [--key=value]
+
+Prints markdown tables; a failed measurement prints "error: ..." in its cell. Any config field can be
+overridden as in train.py (``--batch_size`` is ``optim.batch_size``). What is measured and how:
+
+1. Matmul peak: n x n matmuls of fp32 and of bf16 tensors, n in (1024, 2048), best median GFLOP/s.
+2. Training: one optimizer step as in train.py (``Denoiser.loss`` with fixed sigma and noise under the
+   dtype's autocast, backward, grad clip, AdamW, EMA update) on a random batch of the preset's shape.
+3. Sampling: one denoiser evaluation (NFE) under no_grad, and one full run of the preset's sampler
+   (Heun: 2N-1 NFE), which is long, so it is timed ``max(1, repeats // 3)`` times after the NFE warm-up.
+4. FLOPs per video: FlopCounterMode (matmuls + attention) over one training forward+backward and one NFE;
+   achieved GFLOP/s = FLOPs / median time; MFU = achieved / the measured matmul peak of the same dtype.
+5. Attention paths: ``nano_videodiff.layers.attention`` vs ``F.scaled_dot_product_attention``, forward +
+   backward, at the preset's temporal ((B N), heads, T, d) and spatial ((B T), heads, N, d) shapes.
+
+Every time is the median of ``--repeats`` runs after warm-up (benchmarks/common.py). Other processes may
+share the CPU, so the load average is printed before and after the measurements.
+"""
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from benchmarks.common import (attempt, count_flops, derive, fmt, load_average, machine_line,  # noqa: E402
+                               markdown_table, matmul_peak_gflops, time_ms)
+from nano_videodiff import config as config_lib  # noqa: E402
+from nano_videodiff.conditioning import Cond  # noqa: E402
+from nano_videodiff.edm import sample_training_sigma  # noqa: E402
+from nano_videodiff.layers import attention  # noqa: E402
+from nano_videodiff.models import build_denoiser, count_parameters  # noqa: E402
+from nano_videodiff.sampler import edm_sigmas, sample  # noqa: E402
+from train import ema_update  # noqa: E402
+
+DTYPES = ("fp32", "bf16")
+TORCH_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def autocast(dtype: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+
+def make_batch(cfg, seed: int = 0):
+    """A random batch of the preset's shape with fixed sigma and noise (the data values do not matter)."""
+    g = torch.Generator().manual_seed(seed)
+    d, B = cfg.data, cfg.optim.batch_size
+    x = torch.rand(B, d.num_frames, d.channels, d.resolution, d.resolution, generator=g) * 2 - 1
+    labels = torch.randint(d.num_classes, (B,), generator=g) if d.num_classes > 0 else None
+    cond = Cond(labels=labels, frame_interval=torch.full((B,), 1.0 / d.fps))
+    sigma = sample_training_sigma(B, cfg.diffusion.P_mean, cfg.diffusion.P_std, generator=g)
+    return x, cond, sigma, torch.randn(x.shape, generator=g)
+
+
+def train_step_fn(cfg, model, batch, dtype: str):
+    """One optimizer step of train.py's loop (without data loading, logging and checkpoints)."""
+    x, cond, sigma, noise = batch
+    o = cfg.optim
+    ema = copy.deepcopy(model).requires_grad_(False)
+    groups = [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": o.weight_decay},
+              {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2))
+    state = {"step": 0}
+
+    def step():
+        with autocast(dtype):
+            loss = model.loss(x, cond, sigma=sigma, noise=noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if o.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+        optimizer.step()
+        ema_update(ema, model, state["step"], o.ema_halflife)
+        state["step"] += 1
+    return step
+
+
+def forward_backward_fn(model, batch, dtype: str):
+    x, cond, sigma, noise = batch
+
+    def fn():
+        with autocast(dtype):
+            loss = model.loss(x, cond, sigma=sigma, noise=noise)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+    return fn
+
+
+def nfe_fn(model, batch, dtype: str):
+    x, cond, _, noise = batch
+    sigma = torch.ones(x.shape[0])
+
+    @torch.no_grad()
+    def fn():
+        with autocast(dtype):
+            model(noise, sigma, cond)
+    return fn
+
+
+def sampling_fn(cfg, model, batch, dtype: str):
+    d = cfg.diffusion
+    sigmas = edm_sigmas(d.sample_steps, d.sigma_min, d.sigma_max, d.rho)
+
+    def fn():
+        with autocast(dtype):
+            sample(model, batch[3], sigmas, batch[1], solver=d.solver, sigma_in=d.sigma_in)
+    return fn
+
+
+def attention_table(cfg, repeats: int) -> str:
+    """layers.attention vs F.scaled_dot_product_attention, forward + backward, at the preset's shapes."""
+    B, T = cfg.optim.batch_size, cfg.data.num_frames
+    N = (cfg.data.resolution // cfg.model.patch_size) ** 2
+    heads, head_dim = cfg.model.heads, cfg.model.dim // cfg.model.heads
+    shapes = {"temporal": (B * N, heads, T, head_dim), "spatial": (B * T, heads, N, head_dim)}
+    rows = []
+    for name, shape in shapes.items():
+        for dtype in DTYPES:
+            g = torch.Generator().manual_seed(0)
+            q, k, v = (torch.randn(shape, generator=g).to(TORCH_DTYPE[dtype]).requires_grad_() for _ in range(3))
+            grad = torch.randn(shape, generator=g).to(TORCH_DTYPE[dtype])
+
+            def run(fn):
+                def step():
+                    for t in (q, k, v):
+                        t.grad = None
+                    with autocast(dtype):
+                        fn(q, k, v).backward(grad)
+                return time_ms(step, repeats=repeats)["median"]
+            ours = attempt(run, attention)
+            sdpa = attempt(run, F.scaled_dot_product_attention)
+            ratio = derive(lambda a, b: f"{b / a:.2f}x", ours, sdpa)
+            rows.append([name, "x".join(map(str, shape)), dtype, fmt(ours, ".2f"), fmt(sdpa, ".2f"), ratio])
+    return markdown_table(["attention", "shape (batch, heads, tokens, head dim)", "dtype",
+                           "layers.attention ms", "F.sdpa ms", "sdpa / layers.attention"], rows)
+
+
+def main(argv) -> None:
+    preset, overrides, wants_help = config_lib.parse_args(argv)
+    repeats = int(overrides.pop("repeats", 5))
+    cfg = config_lib.get_preset(preset)
+    config_lib.apply_overrides(cfg, overrides)
+    if wants_help:
+        print(__doc__)
+        return
+    t0 = time.time()
+    torch.manual_seed(0)
+    model = build_denoiser(cfg)
+    d, B = cfg.data, cfg.optim.batch_size
+    print(f"# nano-videodiff throughput: preset `{preset}`, batch {B} x {d.num_frames}x{d.channels}x"
+          f"{d.resolution}x{d.resolution}, {cfg.model.backbone} {count_parameters(model) / 1e6:.2f}M params\n")
+    print(machine_line())
+    print(f"\n{load_average()} (before)\n")
+
+    peak = {dt: attempt(matmul_peak_gflops, TORCH_DTYPE[dt], repeats=repeats) for dt in DTYPES}
+    print(markdown_table(["matmul peak", "best n", "GFLOP/s"],
+                         [[dt, fmt(derive(lambda p: p["n"], peak[dt]), "d"),
+                           fmt(derive(lambda p: p["gflops"], peak[dt]), ".0f")] for dt in DTYPES]))
+
+    batch = make_batch(cfg)
+    nfe_per_run = 2 * cfg.diffusion.sample_steps - 1 if cfg.diffusion.solver == "heun" else cfg.diffusion.sample_steps
+    rows = []
+    for dtype in DTYPES:
+        m = copy.deepcopy(model)
+        train_flops = attempt(count_flops, forward_backward_fn(m, batch, dtype))
+        nfe_flops = attempt(count_flops, nfe_fn(m, batch, dtype))
+        cases = [("training step", train_step_fn(cfg, m, batch, dtype), train_flops, repeats, 2),
+                 ("one NFE", nfe_fn(m, batch, dtype), nfe_flops, repeats, 2),
+                 (f"sampling, {cfg.diffusion.solver} {cfg.diffusion.sample_steps} steps ({nfe_per_run} NFE)",
+                  sampling_fn(cfg, m, batch, dtype), derive(lambda f: f * nfe_per_run, nfe_flops),
+                  max(1, repeats // 3), 0)]
+        for name, fn, flops, reps, warmup in cases:
+            ms = derive(lambda t: t["median"], attempt(time_ms, fn, reps, warmup))
+            gflops = derive(lambda f, t: f / (t * 1e-3) / 1e9, flops, ms)
+            mfu = derive(lambda a, p: f"{100 * a / p['gflops']:.1f}%", gflops, peak[dtype])
+            rows.append([name, dtype, fmt(ms), fmt(derive(lambda t: t / B, ms), ".2f"),
+                         fmt(derive(lambda t: 1e3 * B / t, ms)), fmt(derive(lambda f: f / B / 1e9, flops), ".3f"),
+                         fmt(gflops, ".0f"), mfu])
+    print()
+    print(markdown_table(["measurement", "dtype", "ms/batch", "ms/video", "videos/s", "GFLOP/video",
+                          "GFLOP/s", "MFU"], rows))
+    print()
+    print(attention_table(cfg, repeats))
+    print(f"\n{load_average()} (after; {time.time() - t0:.0f} s in all, medians of {repeats} repeats)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,60 @@
+"""Generate videos from a trained denoiser, with or without given content (VDT tasks).
+
+Used by ``sample.py`` and by ``train.py``'s previews, so both sample the same way:
+
+    videos = generate(model, cfg, num_videos, known=..., known_x=..., steps=24, seed=0)
+
+``known`` / ``known_x`` follow the mask convention of DESIGN.md (True = given, clean content in data units);
+the sampler returns given content bit-exactly. Guidance can be over the label (drop the label) or over the
+context (drop the given content: Video LDM's "context guidance", VDT's unconditional branch).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .conditioning import Cond
+from .sampler import edm_sigmas, sample
+
+
+@torch.no_grad()
+def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
+             known_x: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
+             steps: int = 0, solver: str = "", seed: int = 0, cfg_scale: float = 1.0,
+             guidance: str = "label", S_churn: float = 0.0, dtype: str = "fp32", batch_size: int = 8,
+             device=None, progress: bool = False) -> torch.Tensor:
+    """Sample ``num_videos`` videos (N, T, C, H, W) in [-1, 1] in batches; the noise depends only on seed."""
+    d, diff = cfg.data, cfg.diffusion
+    device = torch.device(device or "cpu")
+    if guidance not in ("label", "context"):
+        raise ValueError(f"guidance must be 'label' or 'context', got {guidance!r}")
+    if cfg_scale != 1.0 and guidance == "label" and d.num_classes == 0:
+        raise ValueError("label guidance needs a model trained with labels; use guidance='context' for a "
+                         "masked model, or cfg_scale=1")
+    if cfg_scale != 1.0 and guidance == "context" and known is None:
+        raise ValueError("context guidance needs given content (a task other than 'generate')")
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(num_videos, d.num_frames, d.channels, d.resolution, d.resolution, generator=g)
+    sigmas = edm_sigmas(steps or diff.sample_steps, diff.sigma_min, diff.sigma_max, diff.rho, device=device)
+    churn_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    out = []
+    for start in range(0, num_videos, batch_size):
+        part = slice(start, start + batch_size)
+        n = noise[part].shape[0]
+
+        def take(t):
+            return None if t is None else t[part].to(device)
+        cond = Cond(labels=take(labels), frame_interval=torch.full((n,), 1.0 / d.fps, device=device),
+                    known=take(known), known_x=take(known_x))
+        uncond = cond.replace(known=None, known_x=None) if guidance == "context" else None
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            out.append(sample(model, noise[part].to(device), sigmas, cond, solver=solver or diff.solver,
+                              S_churn=S_churn, sigma_in=diff.sigma_in, cfg_scale=cfg_scale, uncond=uncond,
+                              generator=churn_gen, progress=progress).cpu())
+    return torch.cat(out)
+
+
+def show_known(known_x: torch.Tensor, known: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+    """The given content as a picture: known pixels as they are, the rest grey (``fill``)."""
+    return torch.where(known.expand_as(known_x), known_x, torch.full_like(known_x, fill))
