@@ -18,15 +18,19 @@ from typing import Any, Callable, Dict, List, Tuple
 
 @dataclass
 class DataConfig:
-    dataset: str = "bouncing_balls"   # which toy_data generator (see toy_data/__init__.py)
+    dataset: str = "bouncing_balls"   # bouncing_balls | physion | moving_mnist (toy_data/__init__.py)
+    scenario: str = "collide"         # physion: one of toy_data.physion.SCENARIOS, or "all"
     num_frames: int = 16              # T
     resolution: int = 32              # H = W in pixels
     channels: int = 3                 # C
-    num_balls: int = 2                # bouncing_balls: discs per clip
+    num_balls: int = 2                # bouncing_balls: discs per clip; moving_mnist: digits per clip
     fps: float = 8.0                  # frames per second of the clips; the model sees 1/fps
     num_classes: int = 0              # labels (e.g. scenarios); 0 = unconditional model
     data_seed: int = 0                # which procedural clips make up the training set
     num_train_clips: int = 0          # 0 = a fresh clip for every sample; N = cycle over N fixed clips
+    num_test_clips: int = 256         # held-out clips for previews and evaluation (physion)
+    cache_dir: str = ""               # physion: where simulated clips are cached ("" = ~/.cache/nano_videodiff)
+    data_root: str = ""               # moving_mnist: folder holding the MNIST files ("" = offline glyphs)
 
 
 @dataclass
@@ -162,9 +166,47 @@ def _smoke() -> Config:
     return cfg
 
 
+def _physion(scenario: str) -> Callable[[], Config]:
+    """Toy Physion, VDT's setting: 16 frames at 10 fps, the first 8 given, the last 8 predicted."""
+    def preset() -> Config:
+        cfg = Config()
+        d = cfg.data
+        d.dataset, d.scenario, d.fps = "physion", scenario, 10.0
+        d.num_train_clips, d.num_test_clips = 4096, 256
+        cfg.task.masking, cfg.task.num_context, cfg.task.context_dropout = "predict", 8, 0.1
+        if scenario == "all":  # one model for the eight scenarios, told which one it is
+            d.num_classes = 8
+        cfg.run.out_dir = f"out/physion_{scenario}"
+        return cfg
+    return preset
+
+
+def _moving_mnist() -> Config:
+    """Moving MNIST's protocol: 20 frames of 64x64, 10 given -> 10 predicted."""
+    cfg = Config()
+    d = cfg.data
+    d.dataset, d.num_frames, d.resolution, d.channels, d.num_balls, d.fps = "moving_mnist", 20, 64, 1, 2, 10.0
+    cfg.model.patch_size = 8
+    cfg.task.masking, cfg.task.num_context, cfg.task.context_dropout = "predict", 10, 0.1
+    cfg.run.out_dir = "out/moving_mnist"
+    return cfg
+
+
+def _bouncing_balls_tasks() -> Config:
+    """One model for all of VDT's tasks on bouncing balls (masking.MaskMixture's default mixture)."""
+    cfg = _bouncing_balls()
+    cfg.task.masking = "vdt"
+    cfg.run.out_dir = "out/bouncing_balls_tasks"
+    return cfg
+
+
 PRESETS: Dict[str, Callable[[], Config]] = {
     "bouncing_balls": _bouncing_balls,
+    "bouncing_balls_tasks": _bouncing_balls_tasks,
+    "moving_mnist": _moving_mnist,
     "smoke": _smoke,
+    **{f"physion_{name}": _physion(name) for name in
+       ("dominoes", "support", "collide", "contain", "drop", "link", "roll", "drape", "all")},
 }
 DEFAULT_PRESET = "bouncing_balls"
 

@@ -95,11 +95,12 @@ def test_block_factorises_time_and_space():
     assert torch.all(moved[1:, :] == 0)  # no other frame
 
 
-def test_gradients_reach_every_parameter():
+@pytest.mark.parametrize("conditioning", ["concat", "adaln", "cross_attention"])
+def test_gradients_reach_every_parameter(conditioning):
     """With zero-init output and adaLN-Zero, the first backward only reaches the output layer (every other
     gradient is exactly 0, but present). After a few optimiser steps the gates open and every parameter
     gets a non-zero, finite gradient. Labels and a known mask are given so that every parameter is used."""
-    model = small_vdt(num_classes=3)
+    model = small_vdt(num_classes=3, conditioning=conditioning)
     b, t, h, w = 2, 3, 4, 6
     x = video(b, t, 3, h, w, seed=1)
     target = video(b, t, 3, h, w, seed=2)
@@ -110,7 +111,7 @@ def test_gradients_reach_every_parameter():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     names = [n for n, _ in model.named_parameters()]
 
-    for step in range(4):
+    for step in range(5):
         opt.zero_grad(set_to_none=True)
         loss = ((model(x, c_noise, cond) - target) ** 2).mean()
         loss.backward()
@@ -122,6 +123,70 @@ def test_gradients_reach_every_parameter():
             assert nonzero == {"final.weight", "final.bias"}
         opt.step()
     assert nonzero == set(names), sorted(set(names) - nonzero)
+
+
+def some_known_masks(b, t, h, w):
+    known = torch.zeros(b, t, 1, h, w, dtype=torch.bool)
+    known[0, :2] = True  # sample 0: two context frames
+    known[1, 0, :, :2, :] = True  # sample 1: the top rows of frame 0
+    return known  # sample 2: nothing known
+
+
+@pytest.mark.parametrize("conditioning", ["concat", "adaln", "cross_attention"])
+def test_samples_in_a_batch_are_independent(conditioning):
+    """Each video's output depends on its own input, mask and labels only (no mixing across the batch)."""
+    model = randomise(small_vdt(num_classes=2, conditioning=conditioning), seed=8, std=0.15)
+    b, t, h, w = 3, 3, 4, 4
+    x = video(b, t, 3, h, w, seed=9)
+    known = some_known_masks(b, t, h, w)
+    labels = torch.tensor([0, 1, DROPPED_LABEL])
+    c_noise = torch.tensor([-0.5, 0.1, 0.6])
+    out = model(x, c_noise, Cond(labels=labels, known=known))
+    for i in range(b):
+        alone = model(x[i:i + 1], c_noise[i:i + 1], Cond(labels=labels[i:i + 1], known=known[i:i + 1]))
+        torch.testing.assert_close(alone[0], out[i], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("conditioning", ["concat", "adaln", "cross_attention"])
+def test_known_content_reaches_generated_positions(conditioning):
+    model = randomise(small_vdt(conditioning=conditioning), seed=10, std=0.15)
+    b, t, h, w = 1, 3, 4, 4
+    x = video(b, t, 3, h, w, seed=11)
+    known = torch.zeros(b, t, 1, h, w, dtype=torch.bool)
+    known[:, 0] = True
+    x2 = x.clone()
+    x2[:, 0] += 1.0  # change only the given frame
+    a = model(x, torch.zeros(1), Cond(known=known))
+    b_ = model(x2, torch.zeros(1), Cond(known=known))
+    assert (a[:, 1:] - b_[:, 1:]).abs().max() > 1e-3  # the generated frames see the context
+    assert a.shape == x.shape and torch.all(small_vdt(conditioning=conditioning)(x, torch.zeros(1),
+                                                                                  Cond(known=known)) == 0)
+
+
+@pytest.mark.parametrize("conditioning", ["adaln", "cross_attention"])
+def test_without_known_content_the_context_path_is_silent(conditioning):
+    """Only known patches are context: with nothing known, the context embedding must not matter
+    (cross-attention then reads the learned null token only; adaLN pools nothing)."""
+    model = randomise(small_vdt(conditioning=conditioning), seed=12, std=0.15)
+    x = video(2, 3, 3, 4, 4, seed=13)
+    nothing = torch.zeros(2, 3, 1, 4, 4, dtype=torch.bool)
+    a = model(x, torch.zeros(2), Cond(known=nothing))
+    with torch.no_grad():
+        model.context_embed.weight.add_(1.0), model.context_embed.bias.add_(1.0)
+    b = model(x, torch.zeros(2), Cond(known=nothing))
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    some = nothing.clone()
+    some[:, 0] = True  # ... but with known content it does
+    c = model(x, torch.zeros(2), Cond(known=some))
+    with torch.no_grad():
+        model.context_embed.weight.sub_(1.0), model.context_embed.bias.sub_(1.0)
+    d = model(x, torch.zeros(2), Cond(known=some))
+    assert not torch.allclose(c, d, atol=1e-4)
+
+
+def test_unknown_conditioning_name_raises():
+    with pytest.raises(ValueError, match="conditioning"):
+        small_vdt(conditioning="film")
 
 
 def test_runs_under_bf16_autocast():

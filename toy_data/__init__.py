@@ -15,15 +15,33 @@ TEST_SEED_OFFSET = 1_000_003
 
 
 def build_dataset(data_cfg, split: str = "train"):
+    """The dataset a config's ``data`` section names, for the train or the held-out test split."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    seed = data_cfg.data_seed + (TEST_SEED_OFFSET if split == "test" else 0)
-    if data_cfg.dataset == "bouncing_balls":
+    d = data_cfg
+    if d.dataset == "bouncing_balls":
         from .bouncing_balls import BouncingBalls
-        return BouncingBalls(num_frames=data_cfg.num_frames, resolution=data_cfg.resolution,
-                             num_balls=data_cfg.num_balls, fps=data_cfg.fps, seed=seed,
-                             channels=data_cfg.channels)
-    raise ValueError(f"unknown dataset {data_cfg.dataset!r}; available: bouncing_balls")
+        return BouncingBalls(num_frames=d.num_frames, resolution=d.resolution, num_balls=d.num_balls, fps=d.fps,
+                             seed=d.data_seed + (TEST_SEED_OFFSET if split == "test" else 0),
+                             channels=d.channels)
+    if d.dataset == "physion":
+        from .physion import SIM_FPS, PhysionDataset
+        stride = SIM_FPS / d.fps
+        if abs(stride - round(stride)) > 1e-6:
+            raise ValueError(f"toy Physion runs at {SIM_FPS} fps: fps must divide it (e.g. 10 -> every 3rd frame)")
+        num = d.num_train_clips if split == "train" else d.num_test_clips
+        return PhysionDataset(scenario=d.scenario, num_clips=num or 2048, num_frames=d.num_frames,
+                              resolution=d.resolution, seed=d.data_seed, split=split,
+                              frame_stride=int(round(stride)), cache_dir=d.cache_dir or None)
+    if d.dataset == "moving_mnist":
+        from .moving_mnist import MovingMNIST
+        return MovingMNIST(num_frames=d.num_frames, resolution=d.resolution, num_digits=d.num_balls,
+                           root=d.data_root or None, seed=d.data_seed, split=split,
+                           frame_interval=1.0 / d.fps, length=10**9 if split == "train" else 10_000)
+    raise ValueError(f"unknown dataset {d.dataset!r}; available: {', '.join(DATASETS)}")
+
+
+DATASETS = ("bouncing_balls", "physion", "moving_mnist")
 
 
 def get_batch(dataset, indices: Sequence[int]) -> Dict[str, torch.Tensor]:
@@ -35,5 +53,9 @@ def get_batch(dataset, indices: Sequence[int]) -> Dict[str, torch.Tensor]:
         items = [dataset[i] for i in indices]
         batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]
                  if torch.is_tensor(items[0][k]) or isinstance(items[0][k], (int, float))}
+    if "scenario_id" in batch:  # toy Physion: the scenario is the class label
+        batch["labels"] = batch["scenario_id"].long()
+    elif "labels" in batch and batch["labels"].ndim > 1:  # Moving MNIST's per-digit classes: not a label
+        batch["digit_labels"] = batch.pop("labels")
     batch["frame_interval"] = torch.as_tensor(batch["frame_interval"], dtype=torch.float32).reshape(len(indices))
     return batch
