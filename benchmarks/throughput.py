@@ -1,10 +1,13 @@
 """Training and sampling speed of a preset on this machine, fp32 vs bf16 autocast, with FLOPs and MFU.
 
-    PYTHONPATH=. python benchmarks/throughput.py [--config=NAME] [--batch_size=N] [--repeats=N] [--key=value]
+    PYTHONPATH=. python benchmarks/throughput.py [--config=NAME] [--batch_size=N] [--repeats=N] [--threads=N]
+                                         [--key=value ...]
 
 Prints markdown tables; a failed measurement prints "error: ..." in its cell. Any config field can be
-overridden as in train.py (``--batch_size`` is ``optim.batch_size``). What is measured and how:
+overridden as in train.py (``--batch_size`` is ``optim.batch_size``); ``--threads`` sets torch's thread
+count (on a shared machine fewer threads than cores can be much faster). What is measured and how:
 
+Training and NFE times use 1 warm-up call (after the FLOP-counting call, which runs the same kernels).
 1. Matmul peak: n x n matmuls of fp32 and of bf16 tensors, n in (1024, 2048), best median GFLOP/s.
 2. Training: one optimizer step as in train.py (``Denoiser.loss`` with fixed sigma and noise under the
    dtype's autocast, backward, grad clip, AdamW, EMA update) on a random batch of the preset's shape.
@@ -12,8 +15,9 @@ overridden as in train.py (``--batch_size`` is ``optim.batch_size``). What is me
    (Heun: 2N-1 NFE), which is long, so it is timed ``max(1, repeats // 3)`` times after the NFE warm-up.
 4. FLOPs per video: FlopCounterMode (matmuls + attention) over one training forward+backward and one NFE;
    achieved GFLOP/s = FLOPs / median time; MFU = achieved / the measured matmul peak of the same dtype.
-5. Attention paths: ``nano_videodiff.layers.attention`` vs ``F.scaled_dot_product_attention``, forward +
-   backward, at the preset's temporal ((B N), heads, T, d) and spatial ((B T), heads, N, d) shapes.
+5. Attention paths, forward + backward at the preset's temporal ((B N), heads, T, d) and spatial
+   ((B T), heads, N, d) shapes: explicit matmuls vs ``F.scaled_dot_product_attention`` vs
+   ``nano_videodiff.layers.attention`` (which picks one of the two), and whether its pick is the fastest.
 
 Every time is the median of ``--repeats`` runs after warm-up (benchmarks/common.py). Other processes may
 share the CPU, so the load average is printed before and after the measurements.
@@ -114,8 +118,16 @@ def sampling_fn(cfg, model, batch, dtype: str):
     return fn
 
 
+def explicit_attention(q, k, v):
+    """softmax(q k^T / sqrt(d)) v written as two matmuls (what layers.attention does on CPU under bf16)."""
+    logits = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    return logits.float().softmax(-1).to(v.dtype) @ v
+
+
 def attention_table(cfg, repeats: int) -> str:
-    """layers.attention vs F.scaled_dot_product_attention, forward + backward, at the preset's shapes."""
+    """Explicit matmuls vs F.scaled_dot_product_attention vs layers.attention (which picks one of the two),
+    forward + backward at the preset's attention shapes; the verdict says whether layers.attention's pick
+    is the fastest path (within 15%)."""
     B, T = cfg.optim.batch_size, cfg.data.num_frames
     N = (cfg.data.resolution // cfg.model.patch_size) ** 2
     heads, head_dim = cfg.model.heads, cfg.model.dim // cfg.model.heads
@@ -134,17 +146,19 @@ def attention_table(cfg, repeats: int) -> str:
                     with autocast(dtype):
                         fn(q, k, v).backward(grad)
                 return time_ms(step, repeats=repeats)["median"]
-            ours = attempt(run, attention)
-            sdpa = attempt(run, F.scaled_dot_product_attention)
-            ratio = derive(lambda a, b: f"{b / a:.2f}x", ours, sdpa)
-            rows.append([name, "x".join(map(str, shape)), dtype, fmt(ours, ".2f"), fmt(sdpa, ".2f"), ratio])
-    return markdown_table(["attention", "shape (batch, heads, tokens, head dim)", "dtype",
-                           "layers.attention ms", "F.sdpa ms", "sdpa / layers.attention"], rows)
+            times = [attempt(run, fn) for fn in (explicit_attention, F.scaled_dot_product_attention, attention)]
+            verdict = derive(lambda e, s, o: "fastest" if o <= 1.15 * min(e, s) else
+                             f"{o / min(e, s):.1f}x slower than the other path", *times)
+            rows.append([name, "x".join(map(str, shape)), dtype, *(fmt(t, ".2f") for t in times), verdict])
+    return markdown_table(["attention", "shape (batch, heads, tokens, head dim)", "dtype", "explicit matmuls ms",
+                           "F.sdpa ms", "layers.attention ms", "layers.attention's choice"], rows)
 
 
 def main(argv) -> None:
     preset, overrides, wants_help = config_lib.parse_args(argv)
     repeats = int(overrides.pop("repeats", 5))
+    if "threads" in overrides:
+        torch.set_num_threads(int(overrides.pop("threads")))
     cfg = config_lib.get_preset(preset)
     config_lib.apply_overrides(cfg, overrides)
     if wants_help:
@@ -171,8 +185,8 @@ def main(argv) -> None:
         m = copy.deepcopy(model)
         train_flops = attempt(count_flops, forward_backward_fn(m, batch, dtype))
         nfe_flops = attempt(count_flops, nfe_fn(m, batch, dtype))
-        cases = [("training step", train_step_fn(cfg, m, batch, dtype), train_flops, repeats, 2),
-                 ("one NFE", nfe_fn(m, batch, dtype), nfe_flops, repeats, 2),
+        cases = [("training step", train_step_fn(cfg, m, batch, dtype), train_flops, repeats, 1),
+                 ("one NFE", nfe_fn(m, batch, dtype), nfe_flops, repeats, 1),
                  (f"sampling, {cfg.diffusion.solver} {cfg.diffusion.sample_steps} steps ({nfe_per_run} NFE)",
                   sampling_fn(cfg, m, batch, dtype), derive(lambda f: f * nfe_per_run, nfe_flops),
                   max(1, repeats // 3), 0)]

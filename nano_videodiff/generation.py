@@ -24,7 +24,7 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
              steps: int = 0, solver: str = "", seed: int = 0, cfg_scale: float = 1.0,
              guidance: str = "label", S_churn: float = 0.0, dtype: str = "fp32", batch_size: int = 8,
              device=None, progress: bool = False) -> torch.Tensor:
-    """Sample ``num_videos`` videos (N, T, C, H, W) in [-1, 1] in batches; the noise depends only on seed."""
+    """Sample ``num_videos`` videos (N, T, C, H, W), clamped to [-1, 1]; the noise depends only on seed."""
     d, diff = cfg.data, cfg.diffusion
     device = torch.device(device or "cpu")
     if guidance not in ("label", "context"):
@@ -52,7 +52,8 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
             out.append(sample(model, noise[part].to(device), sigmas, cond, solver=solver or diff.solver,
                               S_churn=S_churn, sigma_in=diff.sigma_in, cfg_scale=cfg_scale, uncond=uncond,
                               generator=churn_gen, progress=progress).cpu())
-    return torch.cat(out)
+    # Data lives in [-1, 1]; clamping the final sample is standard (and leaves given content untouched).
+    return torch.cat(out).clamp(-1, 1)
 
 
 def show_known(known_x: torch.Tensor, known: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
