@@ -75,7 +75,7 @@ def cpu_matrix_features() -> str:
 
 def machine_line() -> str:
     return (f"machine: {cpu_name()} ({cpu_matrix_features()}), {os.cpu_count()} cores, "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+            f"torch {torch.__version__}, torch threads: {torch.get_num_threads()}")
 
 
 def load_average() -> str:
@@ -126,10 +126,13 @@ _CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _c
                   torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward}
 
 
-def count_flops(fn: Callable[[], object]) -> int:
-    """Matmul/conv/attention FLOPs of one call of ``fn()`` (the call really runs)."""
+def count_flops(fn: Callable[[], object], by_op: bool = False):
+    """Matmul/conv/attention FLOPs of one call of ``fn()`` (the call really runs); with ``by_op`` a dict
+    {aten op name: FLOPs}, which also tells which kernels ran."""
     with flop_counter.FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION) as counter:
         fn()
+    if by_op:
+        return {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
     return counter.get_total_flops()
 
 

@@ -7,20 +7,19 @@ Prints markdown tables; a failed measurement prints "error: ..." in its cell. An
 overridden as in train.py (``--batch_size`` is ``optim.batch_size``); ``--threads`` sets torch's thread
 count (on a shared machine fewer threads than cores can be much faster). What is measured and how:
 
-Training and NFE times use 1 warm-up call (after the FLOP-counting call, which runs the same kernels).
 1. Matmul peak: n x n matmuls of fp32 and of bf16 tensors, n in (1024, 2048), best median GFLOP/s.
 2. Training: one optimizer step as in train.py (``Denoiser.loss`` with fixed sigma and noise under the
    dtype's autocast, backward, grad clip, AdamW, EMA update) on a random batch of the preset's shape.
 3. Sampling: one denoiser evaluation (NFE) under no_grad, and one full run of the preset's sampler
-   (Heun: 2N-1 NFE), which is long, so it is timed ``max(1, repeats // 3)`` times after the NFE warm-up.
+   (Heun: 2N-1 NFE), which is long, so it is timed ``max(1, repeats // 3)`` times without extra warm-up.
 4. FLOPs per video: FlopCounterMode (matmuls + attention) over one training forward+backward and one NFE;
    achieved GFLOP/s = FLOPs / median time; MFU = achieved / the measured matmul peak of the same dtype.
 5. Attention paths, forward + backward at the preset's temporal ((B N), heads, T, d) and spatial
    ((B T), heads, N, d) shapes: explicit matmuls vs ``F.scaled_dot_product_attention`` vs
-   ``nano_videodiff.layers.attention`` (which picks one of the two), and whether its pick is the fastest.
+   ``nano_videodiff.layers.attention``'s pick of the two (read from the aten ops it runs): is it the faster?
 
-Every time is the median of ``--repeats`` runs after warm-up (benchmarks/common.py). Other processes may
-share the CPU, so the load average is printed before and after the measurements.
+Times are medians of ``--repeats`` runs (min-max in brackets) after 1 warm-up call; the FLOP-counting call
+runs the same kernels first. Other processes may share the CPU: the load average is printed before/after.
 """
 from __future__ import annotations
 
@@ -125,9 +124,8 @@ def explicit_attention(q, k, v):
 
 
 def attention_table(cfg, repeats: int) -> str:
-    """Explicit matmuls vs F.scaled_dot_product_attention vs layers.attention (which picks one of the two),
-    forward + backward at the preset's attention shapes; the verdict says whether layers.attention's pick
-    is the fastest path (within 15%)."""
+    """Explicit matmuls vs F.scaled_dot_product_attention, forward + backward at the preset's attention
+    shapes, and which of the two layers.attention runs (read from the aten ops it calls)."""
     B, T = cfg.optim.batch_size, cfg.data.num_frames
     N = (cfg.data.resolution // cfg.model.patch_size) ** 2
     heads, head_dim = cfg.model.heads, cfg.model.dim // cfg.model.heads
@@ -140,18 +138,48 @@ def attention_table(cfg, repeats: int) -> str:
             grad = torch.randn(shape, generator=g).to(TORCH_DTYPE[dtype])
 
             def run(fn):
-                def step():
-                    for t in (q, k, v):
-                        t.grad = None
-                    with autocast(dtype):
-                        fn(q, k, v).backward(grad)
-                return time_ms(step, repeats=repeats)["median"]
-            times = [attempt(run, fn) for fn in (explicit_attention, F.scaled_dot_product_attention, attention)]
-            verdict = derive(lambda e, s, o: "fastest" if o <= 1.15 * min(e, s) else
-                             f"{o / min(e, s):.1f}x slower than the other path", *times)
-            rows.append([name, "x".join(map(str, shape)), dtype, *(fmt(t, ".2f") for t in times), verdict])
+                for t in (q, k, v):
+                    t.grad = None
+                with autocast(dtype):
+                    fn(q, k, v).backward(grad)
+            explicit = attempt(lambda: time_ms(lambda: run(explicit_attention), repeats)["median"])
+            sdpa = attempt(lambda: time_ms(lambda: run(F.scaled_dot_product_attention), repeats)["median"])
+            ops = attempt(count_flops, lambda: run(attention), by_op=True)
+            uses = derive(lambda ops: "F.sdpa" if any("scaled_dot_product" in op for op in ops) else "explicit", ops)
+            verdict = derive(lambda e, s, u: ("right" if (u == "F.sdpa") == (s <= e) else "WRONG")
+                             + f": sdpa/explicit = {s / e:.2f}", explicit, sdpa, uses)
+            rows.append([name, "x".join(map(str, shape)), dtype, fmt(explicit, ".2f"), fmt(sdpa, ".2f"), uses, verdict])
     return markdown_table(["attention", "shape (batch, heads, tokens, head dim)", "dtype", "explicit matmuls ms",
-                           "F.sdpa ms", "layers.attention ms", "layers.attention's choice"], rows)
+                           "F.sdpa ms", "layers.attention uses", "its choice"], rows)
+
+
+def _ms(t: float) -> str:
+    return f"{t:.{1 if t < 100 else 0}f}"
+
+
+def speed_table(cfg, model, peak: dict, repeats: int) -> str:
+    """Training step, one NFE and a full sampling run, fp32 and bf16: times, FLOPs and MFU."""
+    batch, B, d = make_batch(cfg), cfg.optim.batch_size, cfg.diffusion
+    nfe_per_run = 2 * d.sample_steps - 1 if d.solver == "heun" else d.sample_steps
+    rows = []
+    for dtype in DTYPES:
+        m = copy.deepcopy(model)
+        train_flops = attempt(count_flops, forward_backward_fn(m, batch, dtype))
+        nfe_flops = attempt(count_flops, nfe_fn(m, batch, dtype))
+        cases = [("training step", train_step_fn(cfg, m, batch, dtype), train_flops, repeats, 1),
+                 ("one NFE", nfe_fn(m, batch, dtype), nfe_flops, repeats, 1),
+                 (f"sampling, {d.solver} {d.sample_steps} steps ({nfe_per_run} NFE)", sampling_fn(cfg, m, batch, dtype),
+                  derive(lambda f: f * nfe_per_run, nfe_flops), max(1, repeats // 3), 0)]
+        for name, fn, flops, reps, warmup in cases:
+            t = attempt(time_ms, fn, reps, warmup)
+            ms = derive(lambda t: t["median"], t)
+            gflops = derive(lambda f, t: f / (t * 1e-3) / 1e9, flops, ms)
+            rows.append([name, dtype, derive(lambda t: f"{_ms(t['median'])} ({_ms(t['min'])}-{_ms(t['max'])})", t),
+                         fmt(derive(lambda t: t / B, ms), ".2f"), fmt(derive(lambda t: 1e3 * B / t, ms), ".2f"),
+                         fmt(derive(lambda f: f / B / 1e9, flops), ".3g"), fmt(gflops, ".1f"),
+                         derive(lambda a, p: f"{100 * a / p['gflops']:.1f}%", gflops, peak[dtype])])
+    return markdown_table(["measurement", "dtype", "ms/batch (min-max)", "ms/video", "videos/s", "GFLOP/video",
+                           "GFLOP/s", "MFU"], rows)
 
 
 def main(argv) -> None:
@@ -178,28 +206,8 @@ def main(argv) -> None:
                          [[dt, fmt(derive(lambda p: p["n"], peak[dt]), "d"),
                            fmt(derive(lambda p: p["gflops"], peak[dt]), ".0f")] for dt in DTYPES]))
 
-    batch = make_batch(cfg)
-    nfe_per_run = 2 * cfg.diffusion.sample_steps - 1 if cfg.diffusion.solver == "heun" else cfg.diffusion.sample_steps
-    rows = []
-    for dtype in DTYPES:
-        m = copy.deepcopy(model)
-        train_flops = attempt(count_flops, forward_backward_fn(m, batch, dtype))
-        nfe_flops = attempt(count_flops, nfe_fn(m, batch, dtype))
-        cases = [("training step", train_step_fn(cfg, m, batch, dtype), train_flops, repeats, 1),
-                 ("one NFE", nfe_fn(m, batch, dtype), nfe_flops, repeats, 1),
-                 (f"sampling, {cfg.diffusion.solver} {cfg.diffusion.sample_steps} steps ({nfe_per_run} NFE)",
-                  sampling_fn(cfg, m, batch, dtype), derive(lambda f: f * nfe_per_run, nfe_flops),
-                  max(1, repeats // 3), 0)]
-        for name, fn, flops, reps, warmup in cases:
-            ms = derive(lambda t: t["median"], attempt(time_ms, fn, reps, warmup))
-            gflops = derive(lambda f, t: f / (t * 1e-3) / 1e9, flops, ms)
-            mfu = derive(lambda a, p: f"{100 * a / p['gflops']:.1f}%", gflops, peak[dtype])
-            rows.append([name, dtype, fmt(ms), fmt(derive(lambda t: t / B, ms), ".2f"),
-                         fmt(derive(lambda t: 1e3 * B / t, ms)), fmt(derive(lambda f: f / B / 1e9, flops), ".3f"),
-                         fmt(gflops, ".0f"), mfu])
     print()
-    print(markdown_table(["measurement", "dtype", "ms/batch", "ms/video", "videos/s", "GFLOP/video",
-                          "GFLOP/s", "MFU"], rows))
+    print(speed_table(cfg, model, peak, repeats))
     print()
     print(attention_table(cfg, repeats))
     print(f"\n{load_average()} (after; {time.time() - t0:.0f} s in all, medians of {repeats} repeats)")

@@ -208,7 +208,7 @@ PRESETS: Dict[str, Callable[[], Config]] = {
     **{f"physion_{name}": _physion(name) for name in
        ("dominoes", "support", "collide", "contain", "drop", "link", "roll", "drape", "all")},
 }
-DEFAULT_PRESET = "bouncing_balls"
+DEFAULT_PRESET = "physion_collide"
 
 
 def get_preset(name: str) -> Config:

@@ -93,11 +93,12 @@ def sample_training_sigma(batch_size: int, P_mean: float = -1.2, P_std: float = 
 # The SNR argument (Snap Video Sec. 3.2, Fig. 2)
 # ----------------------------------------------------------------------------------------------
 
-def input_scale(num_frames: int, height: int, width: int, base_height: int = 64, base_width: int = 64) -> float:
+def input_scale(num_frames: int, height: int, width: int, base_height: int = 36, base_width: int = 64) -> float:
     """``sigma_in = s * sqrt(T)`` with ``s^2 = (H * W) / (base_H * base_W)``, the pixel-count ratio.
 
-    Snap Video uses EDM's 64 px as the base: 16 frames at 64x36 give sigma_in = 4, 16 frames at
-    512x288 give 32 (Sec. 3.5). ``T s^2`` is the number of pixels averaged into one base pixel.
+    Snap Video's base is EDM's 64 px resolution, i.e. its first stage's 64x36 frames (W x H) count as s = 1:
+    16 frames at 64x36 give sigma_in = 4 and 16 frames at 512x288 give 32 (Sec. 3.2, 3.5).
+    ``T s^2`` is the number of pixels averaged into one base pixel.
     """
     if min(num_frames, height, width, base_height, base_width) <= 0:
         raise ValueError("input_scale needs positive frame count and sizes")

@@ -54,15 +54,16 @@ class _GuidedDenoiser:
         self.uncond = None
         self.calls = 0  # network evaluations (NFE); a guided step counts once, as EDM's papers do
         if self.cfg_scale != 1.0:
-            if cond is None:
-                raise ValueError("cfg_scale != 1 needs a cond whose unconditional branch can be formed")
+            if uncond is None and (cond is None or cond.labels is None):
+                raise ValueError("cfg_scale != 1 needs an unconditional branch: labels in cond (they are "
+                                 "dropped) or an explicit `uncond` (e.g. cond without its context)")
             self.uncond = uncond if uncond is not None else cond.unconditional()
 
     def _call(self, x, sigma, cond):
         out = self.denoise(x, sigma, cond)
         if isinstance(out, tuple):  # (x0, state): carry the state into the next call
             out, state = out
-            cond = cond.replace(self_cond=state) if cond is not None else None
+            cond = (cond if cond is not None else Cond()).replace(self_cond=state)
         return out.float(), cond
 
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -27,6 +27,8 @@ Three ways to give the model its context (VDT Sec. 3 compares them for video pre
 - "cross_attention": known positions are blanked; each block gets a gated cross-attention from all tokens
   to the context tokens (known patches only, plus one learned "null" token so a sample without context
   still has something to attend to).
+The last two work per patch: a patch with any known pixel counts as context, which is exact for whole-frame
+masks (prediction, interpolation) and for masks aligned with patches; "concat" handles any pixel mask.
 """
 from __future__ import annotations
 

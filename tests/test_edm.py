@@ -180,7 +180,7 @@ def test_input_scale_snap_video_numbers():
     assert edm.input_scale(16, 36, 64, base_height=36, base_width=64) == pytest.approx(4.0, rel=1e-12)
     assert edm.input_scale(16, 288, 512, base_height=36, base_width=64) == pytest.approx(32.0, rel=1e-12)
     # an image (T = 1) at the base resolution is plain EDM
-    assert edm.input_scale(1, 64, 64) == pytest.approx(1.0, rel=1e-12)
+    assert edm.input_scale(1, 64, 64, base_height=64, base_width=64) == pytest.approx(1.0, rel=1e-12)
 
 
 @pytest.mark.parametrize("T_,s_,bh,bw", [(1, 2, 16, 16), (4, 1, 8, 12), (8, 3, 10, 6), (5, 0.5, 32, 64)])
@@ -189,10 +189,8 @@ def test_input_scale_is_s_sqrt_T(T_, s_, bh, bw):
     assert edm.input_scale(T_, h, w, bh, bw) == pytest.approx(s_ * math.sqrt(T_), rel=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (docstring vs defaults): input_scale's docstring says 16 frames at "
-                   "64x36 give sigma_in = 4 and 512x288 give 32, but with the default base 64x64 it returns "
-                   "3 and 24")
-def test_input_scale_defaults_match_docstring():
+def test_input_scale_default_base_is_snap_video_first_stage():
+    # the default base is 64x36 (W x H): Snap Video's s = 1 resolution
     assert edm.input_scale(16, 36, 64) == pytest.approx(4.0)
     assert edm.input_scale(16, 288, 512) == pytest.approx(32.0)
 

@@ -1,0 +1,42 @@
+"""Helpers shared by the tutorials: quick mode, the output folder, matplotlib set-up, saving figures.
+
+Every tutorial starts with ``from _common import QUICK, out_dir, save_figure`` (Python puts the script's
+own folder on ``sys.path``, so this works from any working directory). Importing this module also puts the
+repository root on ``sys.path``, so ``import train`` and ``import nano_videodiff`` work without installing.
+
+Environment variables:
+    NANO_VIDEODIFF_QUICK=1         tiny sizes and a handful of steps (the test suite: seconds per tutorial)
+    NANO_VIDEODIFF_TUTORIAL_OUT=D  write figures to D/<number>/ instead of tutorials/out/<number>/
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed; figures go to PNG files
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+QUICK = os.environ.get("NANO_VIDEODIFF_QUICK", "0").strip().lower() not in ("", "0", "false", "no")
+
+
+def out_dir(number: str) -> Path:
+    """The (created) folder for tutorial ``number``'s outputs: tutorials/out/<number>/ by default."""
+    base = os.environ.get("NANO_VIDEODIFF_TUTORIAL_OUT") or ROOT / "tutorials" / "out"
+    path = Path(base) / number
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Write a matplotlib figure to ``path``, close it and say where it went."""
+    import matplotlib.pyplot as plt
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    print(f"wrote {path}")
+    return path
