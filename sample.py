@@ -4,6 +4,7 @@
     python sample.py --ckpt=out/bb_tasks/ckpt.pt --task=predict --out_dir=out/predict  # from toy test clips
     python sample.py --ckpt=... --task=interpolate --every=4 --context=my_clip.gif     # from your file
     python sample.py --ckpt=... --task=predict --cfg_scale=2 --guidance=context        # context guidance
+    python sample.py --ckpt=out/physion_collide/ckpt.pt --eval --out_dir=out/eval      # model vs baselines
 
 Tasks (masking.py): generate | predict | backward | interpolate | animate | complete (and random_frames).
 Without ``--context`` the given content comes from held-out clips of the model's own toy dataset
@@ -56,6 +57,8 @@ class SampleArgs:
     device: str = "auto"
     dtype: str = "fp32"           # fp32 | bf16 (autocast for the network; the sampler math stays fp32)
     overwrite: bool = False       # allow writing into an out_dir that already holds samples
+    eval: bool = False            # score forward prediction (model vs baselines) on held-out clips: eval.json
+    eval_clips: int = 64          # --eval: how many held-out clips
 
 
 def parse_sample_args(argv) -> SampleArgs:
@@ -140,6 +143,17 @@ def main(argv=None):
     model, cfg = load_model(args.ckpt, args.use_ema, device)
     d = cfg.data
     n = args.num_videos
+    if args.eval:  # forward prediction scored against copy-last, constant velocity and the simulator
+        from nano_videodiff import physics_eval
+        result = physics_eval.evaluate_prediction(
+            model, cfg, num_clips=args.eval_clips, steps=args.steps, seed=args.seed, device=device,
+            batch_size=args.batch_size, dtype=args.dtype, num_context=args.num_context, data_seed=args.data_seed,
+            return_videos=True, progress=True, solver=args.solver, cfg_scale=args.cfg_scale,
+            guidance=args.guidance, S_churn=args.S_churn)
+        print(physics_eval.format_table(result))
+        physics_eval.save_evaluation(result, out_dir, num_videos=n, fps=d.fps)
+        print(f"wrote {out_dir / 'eval.json'} and {min(n, result['num_clips'])} videos [given | model | truth]")
+        return result
     labels = None
     if d.num_classes > 0:
         if args.label >= d.num_classes:

@@ -37,6 +37,7 @@ from nano_videodiff.conditioning import DROPPED_LABEL, Cond
 from nano_videodiff.edm import sample_training_sigma
 from nano_videodiff.models import build_denoiser, count_parameters
 from nano_videodiff.generation import generate, show_known
+from nano_videodiff.lamb import LAMB
 from nano_videodiff.video_io import frames_grid, save_gif, save_png, video_grid
 
 # Fields that may change when resuming (they do not change what is computed).
@@ -53,8 +54,8 @@ class TrainingLoss(nn.Module):
         super().__init__()
         self.denoiser = denoiser
 
-    def forward(self, x, cond, sigma, noise):
-        return self.denoiser.loss(x, cond, sigma=sigma, noise=noise)
+    def forward(self, x, cond, sigma, noise, self_cond_draw):
+        return self.denoiser.loss(x, cond, sigma=sigma, noise=noise, self_cond_draw=self_cond_draw)
 
 
 def pick_device(name: str) -> torch.device:
@@ -95,6 +96,7 @@ def make_batch(cfg, dataset, step: int, rank: int, world: int, device):
         indices = step * B + torch.arange(B)
     sigma = sample_training_sigma(B, cfg.diffusion.P_mean, cfg.diffusion.P_std, generator=g)
     drop = torch.rand(B, generator=g) < cfg.diffusion.label_dropout
+    self_cond_draw = torch.rand(B, generator=g)  # which samples use RIN self-conditioning (FIT)
     mine = slice(rank * B // world, (rank + 1) * B // world)
     batch = toy_data.get_batch(dataset, indices[mine].tolist())
     x = batch["video"]
@@ -110,7 +112,7 @@ def make_batch(cfg, dataset, step: int, rank: int, world: int, device):
         no_context = torch.rand(B, generator=g) < cfg.task.context_dropout
         known = known & ~no_context[:, None, None, None, None]
         cond = cond.replace(known=known[mine], known_x=x)
-    return x.to(device), cond.to(device), sigma[mine].to(device), noise.to(device)
+    return x.to(device), cond.to(device), sigma[mine].to(device), noise.to(device), self_cond_draw[mine].to(device)
 
 
 def rng_state() -> dict:
@@ -224,9 +226,13 @@ def main(argv=None) -> dict:
     for p in model.parameters():
         (decay if p.ndim >= 2 else no_decay).append(p)
     o = cfg.optim
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=o.lr, betas=(o.beta1, o.beta2))
+    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if o.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2))
+    elif o.optimizer == "lamb":  # layer-wise trust ratios (You et al. 2019); Snap Video's FIT optimizer
+        optimizer = LAMB(groups, lr=o.lr, betas=(o.beta1, o.beta2))
+    else:
+        raise ValueError(f"--optimizer must be adamw or lamb, got {o.optimizer!r}")
     start_step = 0
     if ckpt is not None:
         load_model_state(model, ckpt["model"])
@@ -274,9 +280,9 @@ def main(argv=None) -> dict:
         lr = lr_at(step, o)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, cond, sigma, noise = make_batch(cfg, dataset, step, rank, world, device)
+        x, cond, sigma, noise, self_cond_draw = make_batch(cfg, dataset, step, rank, world, device)
         with autocast:
-            loss = step_module(x, cond, sigma, noise)
+            loss = step_module(x, cond, sigma, noise, self_cond_draw)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr or try --dtype=fp32")
         optimizer.zero_grad(set_to_none=True)

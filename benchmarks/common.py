@@ -50,6 +50,11 @@ def fmt(value, spec: str = ".1f") -> str:
     return value if isinstance(value, str) else format(value, spec)
 
 
+def fmt_ms(ms: float) -> str:
+    """Milliseconds with one decimal below 100 ms, none above."""
+    return f"{ms:.{1 if ms < 100 else 0}f}"
+
+
 # ---- the machine -------------------------------------------------------------------------------------
 
 def cpu_name() -> str:

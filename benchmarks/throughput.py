@@ -1,7 +1,7 @@
 """Training and sampling speed of a preset on this machine, fp32 vs bf16 autocast, with FLOPs and MFU.
 
     PYTHONPATH=. python benchmarks/throughput.py [--config=NAME] [--batch_size=N] [--repeats=N] [--threads=N]
-                                         [--key=value ...]
+                                         [--sample_budget=SECONDS] [--key=value ...]
 
 Prints markdown tables; a failed measurement prints "error: ..." in its cell. Any config field can be
 overridden as in train.py (``--batch_size`` is ``optim.batch_size``); ``--threads`` sets torch's thread
@@ -11,7 +11,8 @@ count (on a shared machine fewer threads than cores can be much faster). What is
 2. Training: one optimizer step as in train.py (``Denoiser.loss`` with fixed sigma and noise under the
    dtype's autocast, backward, grad clip, AdamW, EMA update) on a random batch of the preset's shape.
 3. Sampling: one denoiser evaluation (NFE) under no_grad, and one full run of the preset's sampler
-   (Heun: 2N-1 NFE), which is long, so it is timed ``max(1, repeats // 3)`` times without extra warm-up.
+   (Heun: 2N-1 NFE), timed ``max(1, repeats // 3)`` times; if NFE time x NFE count exceeds
+   ``--sample_budget`` seconds (default 60) the run is skipped and that prediction is shown, marked "~".
 4. FLOPs per video: FlopCounterMode (matmuls + attention) over one training forward+backward and one NFE;
    achieved GFLOP/s = FLOPs / median time; MFU = achieved / the measured matmul peak of the same dtype.
 5. Attention paths, forward + backward at the preset's temporal ((B N), heads, T, d) and spatial
@@ -24,6 +25,7 @@ runs the same kernels first. Other processes may share the CPU: the load average
 from __future__ import annotations
 
 import copy
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -33,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.common import (attempt, count_flops, derive, fmt, load_average, machine_line,  # noqa: E402
-                               markdown_table, matmul_peak_gflops, time_ms)
-from nano_videodiff import config as config_lib  # noqa: E402
+from benchmarks.common import (attempt, count_flops, derive, fmt, fmt_ms, load_average,  # noqa: E402
+                               machine_line, markdown_table, matmul_peak_gflops, time_ms)
+from nano_videodiff import config as config_lib, masking  # noqa: E402
 from nano_videodiff.conditioning import Cond  # noqa: E402
 from nano_videodiff.edm import sample_training_sigma  # noqa: E402
 from nano_videodiff.layers import attention  # noqa: E402
@@ -52,68 +54,57 @@ def autocast(dtype: str):
 
 
 def make_batch(cfg, seed: int = 0):
-    """A random batch of the preset's shape with fixed sigma and noise (the data values do not matter)."""
+    """A random batch of the preset's shape with fixed sigma and noise, and the preset's context mask
+    (as train.py draws it) if it has a task; the data values do not matter for speed."""
     g = torch.Generator().manual_seed(seed)
     d, B = cfg.data, cfg.optim.batch_size
     x = torch.rand(B, d.num_frames, d.channels, d.resolution, d.resolution, generator=g) * 2 - 1
     labels = torch.randint(d.num_classes, (B,), generator=g) if d.num_classes > 0 else None
     cond = Cond(labels=labels, frame_interval=torch.full((B,), 1.0 / d.fps))
+    mixture = masking.mixture_from_config(cfg.task, d.num_frames) if hasattr(cfg, "task") else None
+    if mixture is not None:
+        T, _, H, W = x.shape[1:]
+        cond = cond.replace(known=mixture.sample(B, T, H, W, generator=g)[0], known_x=x)
     sigma = sample_training_sigma(B, cfg.diffusion.P_mean, cfg.diffusion.P_std, generator=g)
     return x, cond, sigma, torch.randn(x.shape, generator=g)
 
 
-def train_step_fn(cfg, model, batch, dtype: str):
-    """One optimizer step of train.py's loop (without data loading, logging and checkpoints)."""
+def train_step_fn(cfg, model, batch, dtype: str, optimizer_step: bool = True):
+    """One step of train.py's loop without data loading and logging: loss, backward, and (with
+    ``optimizer_step``) grad clip, AdamW and the EMA update."""
     x, cond, sigma, noise = batch
     o = cfg.optim
     ema = copy.deepcopy(model).requires_grad_(False)
     groups = [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": o.weight_decay},
               {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2))
-    state = {"step": 0}
+    steps = itertools.count()
 
     def step():
         with autocast(dtype):
             loss = model.loss(x, cond, sigma=sigma, noise=noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if o.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-        optimizer.step()
-        ema_update(ema, model, state["step"], o.ema_halflife)
-        state["step"] += 1
+        if optimizer_step:
+            if o.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+            optimizer.step()
+            ema_update(ema, model, next(steps), o.ema_halflife)
     return step
 
 
-def forward_backward_fn(model, batch, dtype: str):
-    x, cond, sigma, noise = batch
-
-    def fn():
-        with autocast(dtype):
-            loss = model.loss(x, cond, sigma=sigma, noise=noise)
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-    return fn
-
-
-def nfe_fn(model, batch, dtype: str):
-    x, cond, _, noise = batch
-    sigma = torch.ones(x.shape[0])
+def sample_fn(cfg, model, batch, dtype: str, full: bool):
+    """One denoiser call (NFE) at sigma = 1, or (``full``) a whole run of the preset's sampler."""
+    d, noise, cond = cfg.diffusion, batch[3], batch[1]
+    sigmas = edm_sigmas(d.sample_steps, d.sigma_min, d.sigma_max, d.rho)
 
     @torch.no_grad()
     def fn():
         with autocast(dtype):
-            model(noise, sigma, cond)
-    return fn
-
-
-def sampling_fn(cfg, model, batch, dtype: str):
-    d = cfg.diffusion
-    sigmas = edm_sigmas(d.sample_steps, d.sigma_min, d.sigma_max, d.rho)
-
-    def fn():
-        with autocast(dtype):
-            sample(model, batch[3], sigmas, batch[1], solver=d.solver, sigma_in=d.sigma_in)
+            if full:
+                sample(model, noise, sigmas, cond, solver=d.solver, sigma_in=d.sigma_in)
+            else:
+                model(noise, torch.ones(noise.shape[0]), cond)
     return fn
 
 
@@ -146,38 +137,48 @@ def attention_table(cfg, repeats: int) -> str:
             sdpa = attempt(lambda: time_ms(lambda: run(F.scaled_dot_product_attention), repeats)["median"])
             ops = attempt(count_flops, lambda: run(attention), by_op=True)
             uses = derive(lambda ops: "F.sdpa" if any("scaled_dot_product" in op for op in ops) else "explicit", ops)
-            verdict = derive(lambda e, s, u: ("right" if (u == "F.sdpa") == (s <= e) else "WRONG")
+            verdict = derive(lambda e, s, u: ("either (within 15%)" if 1 / 1.15 < s / e < 1.15 else
+                                              "right" if (u == "F.sdpa") == (s < e) else "WRONG")
                              + f": sdpa/explicit = {s / e:.2f}", explicit, sdpa, uses)
             rows.append([name, "x".join(map(str, shape)), dtype, fmt(explicit, ".2f"), fmt(sdpa, ".2f"), uses, verdict])
     return markdown_table(["attention", "shape (batch, heads, tokens, head dim)", "dtype", "explicit matmuls ms",
                            "F.sdpa ms", "layers.attention uses", "its choice"], rows)
 
 
-def _ms(t: float) -> str:
-    return f"{t:.{1 if t < 100 else 0}f}"
+def speed_row(name: str, dtype: str, t, flops, batch_size: int, peak, note: str = "") -> list:
+    """A table row from a timing dict and a FLOP count (either may be an Error); ``note`` marks a prediction."""
+    ms, mark = derive(lambda t: t["median"], t), "~" if note else ""
+    gflops = derive(lambda f, m: f / m / 1e6, flops, ms)
+    spread = derive(lambda t: note or f"({fmt_ms(t['min'])}-{fmt_ms(t['max'])})", t)
+    return [name, dtype, derive(lambda m, s: f"{mark}{fmt_ms(m)} {s}", ms, spread),
+            mark + fmt(derive(lambda m: m / batch_size, ms), ".2f"),
+            mark + fmt(derive(lambda m: 1e3 * batch_size / m, ms), ".2f"),
+            fmt(derive(lambda f: f / batch_size / 1e9, flops), ".3g"), mark + fmt(gflops, ".1f"),
+            mark + derive(lambda a, p: f"{100 * a / p['gflops']:.1f}%", gflops, peak)]
 
 
-def speed_table(cfg, model, peak: dict, repeats: int) -> str:
-    """Training step, one NFE and a full sampling run, fp32 and bf16: times, FLOPs and MFU."""
+def speed_table(cfg, model, peak: dict, repeats: int, sample_budget: float) -> str:
+    """Training step, one NFE and a full sampling run, fp32 and bf16: times, FLOPs and MFU. A sampling run
+    predicted (NFE time x NFE count) to take over ``sample_budget`` seconds is not run: its row shows the
+    prediction, marked "~"."""
     batch, B, d = make_batch(cfg), cfg.optim.batch_size, cfg.diffusion
     nfe_per_run = 2 * d.sample_steps - 1 if d.solver == "heun" else d.sample_steps
     rows = []
     for dtype in DTYPES:
         m = copy.deepcopy(model)
-        train_flops = attempt(count_flops, forward_backward_fn(m, batch, dtype))
-        nfe_flops = attempt(count_flops, nfe_fn(m, batch, dtype))
-        cases = [("training step", train_step_fn(cfg, m, batch, dtype), train_flops, repeats, 1),
-                 ("one NFE", nfe_fn(m, batch, dtype), nfe_flops, repeats, 1),
-                 (f"sampling, {d.solver} {d.sample_steps} steps ({nfe_per_run} NFE)", sampling_fn(cfg, m, batch, dtype),
-                  derive(lambda f: f * nfe_per_run, nfe_flops), max(1, repeats // 3), 0)]
-        for name, fn, flops, reps, warmup in cases:
-            t = attempt(time_ms, fn, reps, warmup)
-            ms = derive(lambda t: t["median"], t)
-            gflops = derive(lambda f, t: f / (t * 1e-3) / 1e9, flops, ms)
-            rows.append([name, dtype, derive(lambda t: f"{_ms(t['median'])} ({_ms(t['min'])}-{_ms(t['max'])})", t),
-                         fmt(derive(lambda t: t / B, ms), ".2f"), fmt(derive(lambda t: 1e3 * B / t, ms), ".2f"),
-                         fmt(derive(lambda f: f / B / 1e9, flops), ".3g"), fmt(gflops, ".1f"),
-                         derive(lambda a, p: f"{100 * a / p['gflops']:.1f}%", gflops, peak[dtype])])
+        train_flops = attempt(count_flops, train_step_fn(cfg, m, batch, dtype, optimizer_step=False))
+        nfe_flops = attempt(count_flops, sample_fn(cfg, m, batch, dtype, full=False))
+        train = attempt(time_ms, train_step_fn(cfg, m, batch, dtype), repeats, 1)
+        nfe = attempt(time_ms, sample_fn(cfg, m, batch, dtype, full=False), repeats, 1)
+        predicted = derive(lambda t: t["median"] * nfe_per_run, nfe)
+        if not isinstance(predicted, str) and predicted > 1e3 * sample_budget:
+            run, note = {"median": predicted}, f"(NFE x {nfe_per_run}: over --sample_budget={sample_budget:g} s)"
+        else:  # long: fewer repeats, already warmed up by the NFE timing
+            run, note = attempt(time_ms, sample_fn(cfg, m, batch, dtype, full=True), max(1, repeats // 3), 0), ""
+        rows += [speed_row("training step", dtype, train, train_flops, B, peak[dtype]),
+                 speed_row("one NFE", dtype, nfe, nfe_flops, B, peak[dtype]),
+                 speed_row(f"sampling, {d.solver} {d.sample_steps} steps ({nfe_per_run} NFE)", dtype, run,
+                           derive(lambda f: f * nfe_per_run, nfe_flops), B, peak[dtype], note)]
     return markdown_table(["measurement", "dtype", "ms/batch (min-max)", "ms/video", "videos/s", "GFLOP/video",
                            "GFLOP/s", "MFU"], rows)
 
@@ -185,6 +186,7 @@ def speed_table(cfg, model, peak: dict, repeats: int) -> str:
 def main(argv) -> None:
     preset, overrides, wants_help = config_lib.parse_args(argv)
     repeats = int(overrides.pop("repeats", 5))
+    sample_budget = float(overrides.pop("sample_budget", 60))
     if "threads" in overrides:
         torch.set_num_threads(int(overrides.pop("threads")))
     cfg = config_lib.get_preset(preset)
@@ -194,7 +196,10 @@ def main(argv) -> None:
         return
     t0 = time.time()
     torch.manual_seed(0)
-    model = build_denoiser(cfg)
+    model = attempt(build_denoiser, cfg)
+    if isinstance(model, str):
+        print(f"cannot build the model of preset {preset!r}: {model}")
+        return
     d, B = cfg.data, cfg.optim.batch_size
     print(f"# nano-videodiff throughput: preset `{preset}`, batch {B} x {d.num_frames}x{d.channels}x"
           f"{d.resolution}x{d.resolution}, {cfg.model.backbone} {count_parameters(model) / 1e6:.2f}M params\n")
@@ -205,11 +210,8 @@ def main(argv) -> None:
     print(markdown_table(["matmul peak", "best n", "GFLOP/s"],
                          [[dt, fmt(derive(lambda p: p["n"], peak[dt]), "d"),
                            fmt(derive(lambda p: p["gflops"], peak[dt]), ".0f")] for dt in DTYPES]))
-
-    print()
-    print(speed_table(cfg, model, peak, repeats))
-    print()
-    print(attention_table(cfg, repeats))
+    print("\n" + speed_table(cfg, model, peak, repeats, sample_budget))
+    print("\n" + attention_table(cfg, repeats))
     print(f"\n{load_average()} (after; {time.time() - t0:.0f} s in all, medians of {repeats} repeats)")
 
 

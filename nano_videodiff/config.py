@@ -57,10 +57,22 @@ class ModelConfig:
     mlp_ratio: float = 4.0            # MLP hidden width = mlp_ratio * D
     qk_norm: bool = True              # RMS-normalise queries/keys (W.A.L.T Sec. 4.3)
     conditioning: str = "concat"      # how known frames reach the model: concat | adaln | cross_attention (VDT)
+    # FIT only (fit.py; Snap Video Sec. 3.4): latents, groups and layers. 0 = "same as dim/heads".
+    fit_num_latents: int = 64         # latent tokens, split evenly over the groups
+    fit_latent_dim: int = 0           # latent width (0 = dim)
+    fit_latent_heads: int = 0         # latent attention heads (0 = heads)
+    fit_group_h: int = 4              # a group = all frames x (fit_group_h x fit_group_w) patches
+    fit_group_w: int = 4
+    fit_global_layers: int = 2        # self-attention layers over all latents, per block
+    fit_local_layers: int = 0         # FIT's local layers within each group (Snap Video: 0)
+    fit_cond_dim: int = 0             # width of the conditioning tokens (0 = dim)
+    fit_dropout: float = 0.0          # dropout in the feed-forwards
+    fit_self_cond_prob: float = 0.9   # RIN latent self-conditioning rate in training (0 disables)
 
 
 @dataclass
 class OptimConfig:
+    optimizer: str = "adamw"          # adamw | lamb (Snap Video trains FIT with LAMB: lr 5e-3, betas 0.9/0.99)
     batch_size: int = 16              # global batch (split across DDP ranks)
     max_steps: int = 2000             # optimizer steps
     lr: float = 1e-3                  # peak learning rate (AdamW)
@@ -200,6 +212,20 @@ def _bouncing_balls_tasks() -> Config:
     return cfg
 
 
+def _with_fit(base: Callable[[], Config], name: str) -> Callable[[], Config]:
+    """The same experiment with Snap Video's FIT backbone (toy size: 2 blocks x 2 global layers)."""
+    def preset() -> Config:
+        cfg = base()
+        m = cfg.model
+        m.backbone, m.dim, m.heads, m.depth = "fit", 128, 4, 2
+        m.fit_num_latents, m.fit_global_layers = 64, 2
+        # groups: all frames x a quarter of the patch grid in each direction (4 groups)
+        m.fit_group_h = m.fit_group_w = max(1, cfg.data.resolution // m.patch_size // 2)
+        cfg.run.out_dir = f"out/{name}"
+        return cfg
+    return preset
+
+
 PRESETS: Dict[str, Callable[[], Config]] = {
     "bouncing_balls": _bouncing_balls,
     "bouncing_balls_tasks": _bouncing_balls_tasks,
@@ -208,6 +234,8 @@ PRESETS: Dict[str, Callable[[], Config]] = {
     **{f"physion_{name}": _physion(name) for name in
        ("dominoes", "support", "collide", "contain", "drop", "link", "roll", "drape", "all")},
 }
+for _name in ("bouncing_balls", "physion_collide", "moving_mnist"):
+    PRESETS[f"{_name}_fit"] = _with_fit(PRESETS[_name], f"{_name}_fit")
 DEFAULT_PRESET = "physion_collide"
 
 

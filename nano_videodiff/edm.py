@@ -141,8 +141,9 @@ class Denoiser(nn.Module):
     """Wraps any backbone ``F(x, c_noise, cond)`` into ``D(x_sigma, sigma, cond) -> x0_hat`` (data units).
 
     The backbone sees ``c_in * x_sigma`` (unit variance) and ``c_noise``; it never sees sigma itself.
-    A backbone may return ``out`` or ``(out, state)``; the state (e.g. FIT latents) is handed back by
-    ``forward(..., return_state=True)`` so the sampler can carry it to the next step.
+    A backbone may return ``out`` or ``(out, state)``; the state (e.g. FIT latents) is handed back as
+    ``(x0, state)`` (by default whenever there is one; ``return_state=False`` forces a plain tensor), so the
+    sampler carries it to the next step (RIN's latent self-conditioning at inference).
     """
 
     def __init__(self, backbone: nn.Module, sigma_data: float = 0.5, sigma_in: float = 1.0,
@@ -154,7 +155,7 @@ class Denoiser(nn.Module):
         self.P_mean, self.P_std = float(P_mean), float(P_std)  # training ln(sigma) ~ N(P_mean, P_std^2)
 
     def forward(self, x_sigma: torch.Tensor, sigma: torch.Tensor, cond: Optional[Cond] = None,
-                return_state: bool = False):
+                return_state: Optional[bool] = None):
         cond = cond if cond is not None else Cond()
         x_sigma = x_sigma.float()
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x_sigma.device).expand(x_sigma.shape[0])
@@ -169,15 +170,23 @@ class Denoiser(nn.Module):
         with torch.autocast(device_type=x_sigma.device.type, enabled=False):
             x0 = c_skip * x_sigma + c_out * out.float()
         x0 = masking.paste_known(x0, cond)  # known content comes back exactly
+        if return_state is None:  # default: hand the state on when the backbone has one (sampler hook)
+            return_state = state is not None
         return (x0, state) if return_state else x0
 
     def loss(self, x: torch.Tensor, cond: Optional[Cond] = None, sigma: Optional[torch.Tensor] = None,
-             noise: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+             noise: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
+             self_cond_draw: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mean over the batch of ``lambda(sigma) * mean over generated positions of (D(x_sigma) - x)^2``.
 
         EDM sums over pixels; we average, so the loss scale does not depend on the video size, nor (with
         masks) on how many positions are generated. ``sigma`` and ``noise`` may be passed for exact
         reproducibility (the trainer draws them from a per-step generator); otherwise they are drawn here.
+
+        Latent self-conditioning (RIN, used by FIT): if the backbone has ``self_condition_prob = p > 0``, a
+        first pass without gradient gives latents, which a second pass receives as ``cond.self_cond`` for a
+        fraction p of the samples (zeros, i.e. "no previous latents", for the rest). ``self_cond_draw``
+        (B,) uniform numbers choose which samples; drawn here if not given.
         """
         if not torch.isfinite(x).all():
             raise ValueError("training batch contains NaN or Inf; check the data pipeline")
@@ -187,7 +196,16 @@ class Denoiser(nn.Module):
         if noise is None:
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x_sigma = add_noise(x, noise, sigma, self.sigma_in)
-        x0 = self(x_sigma, sigma, cond)
+        p = getattr(self.backbone, "self_condition_prob", 0.0)
+        if p > 0 and self.training:
+            if self_cond_draw is None:
+                self_cond_draw = torch.rand(x.shape[0], generator=generator, device=x.device)
+            with torch.no_grad():
+                _, latents = self(x_sigma, sigma, cond, return_state=True)
+            use = (self_cond_draw.to(x.device) < p).to(latents.dtype)
+            cond = (cond if cond is not None else Cond()).replace(
+                self_cond=latents.detach() * use.reshape(-1, *([1] * (latents.ndim - 1))))
+        x0 = self(x_sigma, sigma, cond, return_state=False)
         per_position = (x0 - x) ** 2
         per_sample = masking.mean_over_generated(per_position, cond)
         return (loss_weight(sigma, self.sigma_data).to(x.device) * per_sample).mean()

@@ -4,10 +4,11 @@ from __future__ import annotations
 from torch import nn
 
 from .edm import Denoiser
+from .fit import FIT
 from .vdt import VDT
 
 # backbone name -> class with ``from_config(model_cfg, data_cfg)``. New backbones register here.
-BACKBONES = {"vdt": VDT}
+BACKBONES = {"vdt": VDT, "fit": FIT}
 
 
 def build_backbone(cfg) -> nn.Module:

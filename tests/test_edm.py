@@ -345,7 +345,10 @@ def test_denoiser_returns_backbone_state():
     den = Denoiser(Recorder(state="latents"))
     x0, state = den(x + eps, torch.ones(B), return_state=True)
     assert state == "latents" and x0.shape == x.shape
-    assert torch.is_tensor(den(x + eps, torch.ones(B)))  # without return_state: just D
+    assert torch.is_tensor(den(x + eps, torch.ones(B), return_state=False))  # forced: just D
+    x0_auto, state_auto = den(x + eps, torch.ones(B))  # default: the state is handed on for the sampler
+    assert state_auto == "latents" and torch.equal(x0_auto, x0)
+    assert torch.is_tensor(Denoiser(Recorder())(x + eps, torch.ones(B)))  # no state: a plain tensor
 
 
 def test_denoiser_float32_under_bf16_autocast():
@@ -528,3 +531,39 @@ def test_mask_errors_are_clear():
         den.loss(x, Cond(known=frame_mask([0])))
     with pytest.raises(TypeError, match="bool"):
         den(x, sigma, Cond(known=frame_mask([0]).float(), known_x=x))
+
+
+class SelfCondRecorder(nn.Module):
+    """A backbone with RIN-style state: returns zeros and 'latents' = mean of its input, records self_cond."""
+
+    def __init__(self, prob):
+        super().__init__()
+        self.self_condition_prob = prob
+        self.scale = nn.Parameter(torch.ones(()))
+        self.seen = []
+
+    def forward(self, x, c_noise, cond):
+        self.seen.append(None if cond is None or cond.self_cond is None else cond.self_cond.clone())
+        latents = x.flatten(1).mean(1, keepdim=True)[:, :, None] + 0 * self.scale
+        return torch.zeros_like(x) * self.scale, latents
+
+
+def test_loss_self_conditioning_two_passes():
+    x, eps = sample_batch(21)
+    sigma = torch.full((B,), 0.7)
+    backbone = SelfCondRecorder(prob=0.5)
+    den = Denoiser(backbone)
+    draw = torch.tensor([0.1, 0.9, 0.3, 0.7])[:B]
+    den.loss(x, sigma=sigma, noise=eps, self_cond_draw=draw)
+    first, second = backbone.seen  # a no-grad pass without state, then the trained pass with it
+    assert first is None
+    x_sigma = edm.add_noise(x, eps, sigma)
+    c_in = edm.preconditioning(sigma, 0.5)[2].reshape(-1, 1, 1, 1, 1)
+    expected = (c_in * x_sigma).flatten(1).mean(1)[:, None, None] * (draw < 0.5).float()[:, None, None]
+    assert torch.allclose(second, expected, atol=1e-6)
+    backbone.seen.clear()
+    den.eval().loss(x, sigma=sigma, noise=eps)  # not training: a single pass
+    assert backbone.seen == [None]
+    no_sc = SelfCondRecorder(prob=0.0)
+    Denoiser(no_sc).loss(x, sigma=sigma, noise=eps)
+    assert no_sc.seen == [None]
