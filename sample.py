@@ -148,7 +148,7 @@ def main(argv=None):
         result = physics_eval.evaluate_prediction(
             model, cfg, num_clips=args.eval_clips, steps=args.steps, seed=args.seed, device=device,
             batch_size=args.batch_size, dtype=args.dtype, num_context=args.num_context, data_seed=args.data_seed,
-            return_videos=True, progress=True, solver=args.solver, cfg_scale=args.cfg_scale,
+            return_clips=True, progress=True, solver=args.solver, cfg_scale=args.cfg_scale,
             guidance=args.guidance, S_churn=args.S_churn)
         print(physics_eval.format_table(result))
         physics_eval.save_evaluation(result, out_dir, num_videos=n, fps=d.fps)

@@ -22,6 +22,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 
 import toy_data
 from nano_videodiff import config as config_lib
-from nano_videodiff import masking
+from nano_videodiff import masking, modality
 from nano_videodiff.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from nano_videodiff.conditioning import DROPPED_LABEL, Cond
 from nano_videodiff.edm import sample_training_sigma
@@ -86,7 +87,41 @@ def ema_update(ema: nn.Module, model: nn.Module, step: int, halflife: float) -> 
         e.copy_(b)
 
 
-def make_batch(cfg, dataset, step: int, rank: int, world: int, device):
+class TrainingData:
+    """The training videos, and (for joint image+video training) the source of images.
+
+    Snap Video Sec. 3.3 (modality.py): with ``max_frame_stride > 1`` clips are loaded long enough for the
+    largest stride and re-sampled at a random frame rate; with ``image_fraction > 0`` that fraction of
+    every batch is single frames turned into infinite-fps videos (frame interval 0).
+    """
+
+    def __init__(self, cfg):
+        d = cfg.data
+        self.varied = d.image_fraction > 0 or d.max_frame_stride > 1
+        long_clips = replace(d, num_frames=modality.clip_length(d.num_frames, d.max_frame_stride))
+        self.videos = toy_data.build_dataset(long_clips if self.varied else d, "train")
+        self.images = None
+        if d.image_fraction > 0:
+            image_data = replace(d, scenario=d.image_scenario) if d.image_scenario else d
+            self.images = modality.ImageSource(toy_data.build_dataset(image_data, "train"))
+
+    def global_batch(self, cfg, indices, g) -> dict:
+        """video (B, T, C, H, W), frame_interval (B,) and labels (B,) if any, for the whole global batch."""
+        if not self.varied:
+            return toy_data.get_batch(self.videos, indices.tolist())
+        d, B = cfg.data, len(indices)
+        n_img, n_vid = modality.split_counts(B, d.image_fraction)
+        clips = toy_data.get_batch(self.videos, indices[:n_vid].tolist())
+        video, interval, _ = modality.variable_frame_rate(clips["video"], d.num_frames, 1 / clips["frame_interval"],
+                                                          d.max_frame_stride, g)
+        if n_img == 0:
+            return {"video": video, "frame_interval": interval, "labels": clips.get("labels")}
+        images = self.images.sample_batch(n_img, g)
+        return modality.joint_batch(video, interval, images["image"], d.image_fraction, g, batch_size=B,
+                                    video_labels=clips.get("labels"), image_labels=images.get("labels"))
+
+
+def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device):
     """The global batch of ``step`` (the same whatever the world size), this rank's slice of it."""
     g = torch.Generator().manual_seed(cfg.run.seed * 1_000_003 + step)
     B = cfg.optim.batch_size
@@ -98,9 +133,13 @@ def make_batch(cfg, dataset, step: int, rank: int, world: int, device):
     drop = torch.rand(B, generator=g) < cfg.diffusion.label_dropout
     self_cond_draw = torch.rand(B, generator=g)  # which samples use RIN self-conditioning (FIT)
     mine = slice(rank * B // world, (rank + 1) * B // world)
-    batch = toy_data.get_batch(dataset, indices[mine].tolist())
+    if data.varied:  # the batch's make-up (images vs videos, strides) is decided for the global batch
+        batch = data.global_batch(cfg, indices, g)
+        batch = {k: v[mine] for k, v in batch.items() if v is not None}
+    else:  # plain videos: each rank loads only its own clips
+        batch = toy_data.get_batch(data.videos, indices[mine].tolist())
     x = batch["video"]
-    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(cfg.run.seed * 7919 + step))
+    noise = torch.randn((B, *x.shape[1:]), generator=torch.Generator().manual_seed(cfg.run.seed * 7919 + step))
     labels = None
     if cfg.data.num_classes > 0:
         labels = torch.where(drop[mine], DROPPED_LABEL, batch["labels"].long())
@@ -112,7 +151,8 @@ def make_batch(cfg, dataset, step: int, rank: int, world: int, device):
         no_context = torch.rand(B, generator=g) < cfg.task.context_dropout
         known = known & ~no_context[:, None, None, None, None]
         cond = cond.replace(known=known[mine], known_x=x)
-    return x.to(device), cond.to(device), sigma[mine].to(device), noise.to(device), self_cond_draw[mine].to(device)
+    return (x.to(device), cond.to(device), sigma[mine].to(device), noise[mine].to(device),
+            self_cond_draw[mine].to(device))
 
 
 def rng_state() -> dict:
@@ -187,8 +227,7 @@ def main(argv=None) -> dict:
     if wants_help:
         print(config_lib.help_text(cfg, "train.py"))
         return {}
-    if cfg.run.dtype not in ("bf16", "fp32"):
-        raise ValueError(f"--dtype must be bf16 or fp32, got {cfg.run.dtype!r}")
+    cfg.validate()
 
     # ---- distributed set-up: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK -----------------------------
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
@@ -218,7 +257,7 @@ def main(argv=None) -> dict:
         print(cfg.describe())
 
     # ---- data and model ------------------------------------------------------------------------------
-    dataset = toy_data.build_dataset(cfg.data, "train")
+    data = TrainingData(cfg)
     torch.manual_seed(cfg.run.seed)
     model = build_denoiser(cfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
@@ -242,7 +281,8 @@ def main(argv=None) -> dict:
         set_rng_state(ckpt["rng"])
     if master:
         print(f"backbone {cfg.model.backbone}: {count_parameters(model.backbone) / 1e6:.2f}M parameters; "
-              f"device {device}, dtype {cfg.run.dtype}, world size {world}, sigma_in {cfg.diffusion.sigma_in}")
+              f"device {device}, dtype {cfg.run.dtype}, world size {world}, sigma_in {model.sigma_in:.3f}"
+              + (" (auto: s*sqrt(T), Snap Video Sec. 3.2)" if cfg.diffusion.sigma_in == 0 else ""))
 
     step_module = TrainingLoss(model)
     if cfg.run.compile:
@@ -280,7 +320,7 @@ def main(argv=None) -> dict:
         lr = lr_at(step, o)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, cond, sigma, noise, self_cond_draw = make_batch(cfg, dataset, step, rank, world, device)
+        x, cond, sigma, noise, self_cond_draw = make_batch(cfg, data, step, rank, world, device)
         with autocast:
             loss = step_module(x, cond, sigma, noise, self_cond_draw)
         if not torch.isfinite(loss):

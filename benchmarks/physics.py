@@ -1,10 +1,16 @@
-"""Toy Physion benchmarks: how fast clips are generated (and, later, how well models predict them).
+"""Toy Physion benchmarks: how fast clips are generated, and how well a model predicts them.
 
-    python benchmarks/physics.py            # prints markdown tables; never fails
+    python benchmarks/physics.py                        # prints markdown tables; never fails
+    python benchmarks/physics.py --ckpt=PATH --eval_clips=64
 
 `generation_speed_table` times `toy_data.physion.generate_clip` (simulation with pymunk plus
 anti-aliased rendering) per scenario and resolution, single process, and reports clips per second.
 A failure in one cell is printed in that cell instead of stopping the run.
+
+`evaluation_table` scores a checkpoint's forward prediction on held-out clips against copy-last-frame,
+constant-velocity and simulator rows (`nano_videodiff/physics_eval.py`: PSNR/SSIM, trajectory error,
+contact accuracy). The checkpoint is `--ckpt=PATH`, else out/physion_collide/ckpt.pt if it exists;
+without one the table is replaced by a note.
 """
 import sys
 import time
@@ -43,12 +49,61 @@ def generation_speed_table(resolutions=(32, 64), num_frames=16, clips=20, budget
     return "\n".join(lines)
 
 
-def main():
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CKPT = ROOT / "out" / "physion_collide" / "ckpt.pt"
+
+
+def evaluation_table(ckpt=None, num_clips=64, steps=0):
+    """Markdown table of model vs baselines for the checkpoint `ckpt` (None: DEFAULT_CKPT if it exists)
+    on `num_clips` held-out clips of its own dataset, with `steps` sampler steps (0 = its config's).
+    Returns a note instead of raising when there is no checkpoint or the evaluation fails."""
+    path = Path(ckpt) if ckpt else DEFAULT_CKPT
+    if not path.exists():
+        return (f"no checkpoint at {path}: train one (python train.py --config=physion_collide) or pass "
+                "--ckpt=PATH to see the model-vs-baselines table")
+    try:
+        import torch
+        from nano_videodiff import physics_eval
+        from nano_videodiff.checkpoint import load_checkpoint
+        from sample import load_model
+        from train import pick_device
+        device = pick_device("auto")
+        model, cfg = load_model(path, use_ema=True, device=device)
+        trained = load_checkpoint(path).get("step", "?")
+        start = time.perf_counter()
+        result = physics_eval.evaluate_prediction(model, cfg, num_clips=num_clips, steps=steps, device=device,
+                                                  batch_size=16, progress=True)
+        seconds = time.perf_counter() - start
+        return (f"checkpoint {path} ({cfg.model.backbone}, trained {trained} steps; "
+                f"evaluated on {device} with {torch.get_num_threads()} threads in {seconds:.0f} s)\n\n"
+                + physics_eval.format_table(result))
+    except Exception as e:  # the benchmark prints a note rather than crash
+        return f"evaluation of {path} failed: {type(e).__name__}: {e}"
+
+
+def parse_args(argv):
+    """--ckpt=PATH, --eval_clips=N, --steps=N (all optional)."""
+    opts = {"ckpt": "", "eval_clips": "64", "steps": "0"}
+    for arg in argv:
+        key, _, value = arg.lstrip("-").partition("=")
+        if key not in opts:
+            raise SystemExit(f"unknown option {arg!r}; valid: --ckpt=PATH --eval_clips=N --steps=N")
+        opts[key] = value
+    try:
+        return opts["ckpt"] or None, int(opts["eval_clips"]), int(opts["steps"])
+    except ValueError:
+        raise SystemExit(f"--eval_clips and --steps take integers, got {opts['eval_clips']!r}, {opts['steps']!r}")
+
+
+def main(argv=None):
+    ckpt, eval_clips, steps = parse_args(sys.argv[1:] if argv is None else argv)
     print("## Toy Physion generation speed (one process, simulate + render)\n")
     try:
         print(generation_speed_table())
     except Exception as e:  # never fail
         print(f"generation benchmark failed: {type(e).__name__}: {e}")
+    print("\n## Forward prediction: model vs baselines (nano_videodiff/physics_eval.py)\n")
+    print(evaluation_table(ckpt, eval_clips, steps))
 
 
 if __name__ == "__main__":

@@ -31,12 +31,18 @@ class DataConfig:
     num_test_clips: int = 256         # held-out clips for previews and evaluation (physion)
     cache_dir: str = ""               # physion: where simulated clips are cached ("" = ~/.cache/nano_videodiff)
     data_root: str = ""               # moving_mnist: folder holding the MNIST files ("" = offline glyphs)
+    # Snap Video Sec. 3.3 (modality.py): joint image+video training and variable frame rate
+    image_fraction: float = 0.0       # share of each batch that is images as infinite-fps videos (Snap: 0.5)
+    image_scenario: str = ""          # physion: take the images from these scenarios ("" = the training clips)
+    max_frame_stride: int = 1         # variable frame rate: stride k in 1..max per clip, interval k/fps
 
 
 @dataclass
 class DiffusionConfig:
     sigma_data: float = 0.5           # EDM's data std (Snap Video uses 1.0)
-    sigma_in: float = 1.0             # Snap Video's input scaling s*sqrt(T); 1 = plain EDM
+    sigma_in: float = 1.0             # Snap Video's input scaling; 1 = plain EDM; 0 = auto: s*sqrt(T)
+    sigma_in_base_h: int = 36         # auto sigma_in: s^2 = H W / (base_h base_w) (Snap Video: 64x36)
+    sigma_in_base_w: int = 64
     P_mean: float = -1.2              # training noise: ln(sigma) ~ N(P_mean, P_std^2) (EDM Table 1)
     P_std: float = 1.2
     label_dropout: float = 0.1        # probability of dropping the label (classifier-free guidance)
@@ -143,6 +149,28 @@ class Config:
                                  "Was this checkpoint written by a newer version of nano-videodiff?")
             parts[name] = section(**values)
         return cls(**parts)
+
+    def validate(self) -> "Config":
+        """Catch inconsistent settings before any work starts, with a message that says what to change."""
+        d, m, t, o, r = self.data, self.model, self.task, self.optim, self.run
+        checks = [
+            (r.dtype in ("bf16", "fp32"), f"--dtype must be bf16 or fp32, got {r.dtype!r}"),
+            (o.optimizer in ("adamw", "lamb"), f"--optimizer must be adamw or lamb, got {o.optimizer!r}"),
+            (d.num_frames >= 1 and d.resolution >= 1, "--num_frames and --resolution must be positive"),
+            (d.resolution % m.patch_size == 0,
+             f"--resolution={d.resolution} must be divisible by --patch_size={m.patch_size}"),
+            (t.num_context < d.num_frames,
+             f"--num_context={t.num_context} leaves nothing to generate with --num_frames={d.num_frames}"),
+            (0.0 <= d.image_fraction <= 1.0, f"--image_fraction must be in [0, 1], got {d.image_fraction}"),
+            (d.max_frame_stride >= 1, f"--max_frame_stride must be >= 1, got {d.max_frame_stride}"),
+            (self.diffusion.sigma_in >= 0, "--sigma_in must be > 0 (or 0 for auto: s*sqrt(T))"),
+            (0.0 <= self.diffusion.label_dropout <= 1.0, "--label_dropout must be in [0, 1]"),
+            (o.batch_size >= 1 and o.max_steps >= 0, "--batch_size must be >= 1 and --max_steps >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        return self
 
     def describe(self) -> str:
         lines = []

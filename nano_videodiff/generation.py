@@ -50,7 +50,7 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
         uncond = cond.replace(known=None, known_x=None) if guidance == "context" else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
             out.append(sample(model, noise[part].to(device), sigmas, cond, solver=solver or diff.solver,
-                              S_churn=S_churn, sigma_in=diff.sigma_in, cfg_scale=cfg_scale, uncond=uncond,
+                              S_churn=S_churn, sigma_in=model.sigma_in, cfg_scale=cfg_scale, uncond=uncond,
                               generator=churn_gen, progress=progress).cpu())
     # Data lives in [-1, 1]; clamping the final sample is standard (and leaves given content untouched).
     return torch.cat(out).clamp(-1, 1)

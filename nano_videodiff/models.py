@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .edm import Denoiser
+from .edm import Denoiser, input_scale
 from .fit import FIT
 from .vdt import VDT
 
@@ -18,9 +18,18 @@ def build_backbone(cfg) -> nn.Module:
     return BACKBONES[name].from_config(cfg.model, cfg.data)
 
 
+def resolved_sigma_in(cfg) -> float:
+    """``diffusion.sigma_in``, or for 0 ("auto") Snap Video's ``s * sqrt(T)`` from the data shape."""
+    d = cfg.diffusion
+    if d.sigma_in > 0:
+        return d.sigma_in
+    return input_scale(cfg.data.num_frames, cfg.data.resolution, cfg.data.resolution,
+                       d.sigma_in_base_h, d.sigma_in_base_w)
+
+
 def build_denoiser(cfg) -> Denoiser:
     d = cfg.diffusion
-    return Denoiser(build_backbone(cfg), sigma_data=d.sigma_data, sigma_in=d.sigma_in,
+    return Denoiser(build_backbone(cfg), sigma_data=d.sigma_data, sigma_in=resolved_sigma_in(cfg),
                     P_mean=d.P_mean, P_std=d.P_std)
 
 

@@ -63,7 +63,7 @@ from .metrics import (constant_velocity_trajectories, contact_accuracy, contact_
                       contact_from_trajectories, copy_last_frame, mmnist_mse_per_frame, object_centroids,
                       psnr, radii_from_frames, ssim, trajectory_error)
 
-PSNR_CAP_DB = 100.0  # above any pair of distinct 8-bit frames (one grey level in one pixel: ~83 dB at 32x32)
+PSNR_CAP_DB = 100.0  # above any two distinct 8-bit frames up to 128x128 RGB (one grey level apart: 95 dB)
 STATE_CONTACT_MARGIN_PX = 0.1  # the engine's collision slop: shapes this close count as touching
 METHODS = ("model", "copy last frame", "constant velocity", "simulator")
 DISC, BOX = 0, 1  # toy Physion's object kinds (2 = compound, judged as its bounding disc)
@@ -129,19 +129,21 @@ def _point_to_polygon(p: torch.Tensor, poly: torch.Tensor) -> torch.Tensor:
 def shape_gap(states: torch.Tensor, kinds: torch.Tensor, sizes: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
     """Gap in pixels between the agent and the patient in every frame (0 when they overlap). (B, T).
 
-    ``states`` (B, T, K, >=3) [x, y, angle] of toy Physion (objects 0 and 1 are used), ``kinds``,
+    ``states`` (B, T, K, >=2) [x, y, angle, ...] of toy Physion (objects 0 and 1 are used), ``kinds``,
     ``radii`` (B, K), ``sizes`` (B, K, 2). Disc-disc: centre distance minus the radii; disc-box: the
     disc centre's distance to the rotated box minus the radius; box-box: the smallest distance from
     a corner of one box to the other box (rigid bodies barely interpenetrate, so an overlap always
     puts a corner inside the other box). A compound shape is judged as its bounding disc.
     """
     st = states[:, :, :2, :3].float()
+    if st.shape[-1] == 2:  # positions only: unrotated boxes
+        st = torch.cat([st, torch.zeros_like(st[..., :1])], -1)
     t = st.shape[1]
     kind = kinds[:, None, :2].expand(-1, t, -1)  # (B, T, 2)
     size = sizes[:, None, :2].float().expand(-1, t, -1, -1)
     r = torch.where(kind == DISC, size[..., 0] / 2, radii[:, None, :2].float())  # disc radius or bound
     corners = _box_corners(st, size)  # (B, T, 2, 4, 2)
-    a, p = (0, 1)
+    a, p = 0, 1  # agent, patient
     disc_disc = (st[..., a, :2] - st[..., p, :2]).norm(dim=-1) - r[..., a] - r[..., p]
     disc_a_box_p = _point_to_polygon(st[..., a, :2], corners[..., p, :, :]) - r[..., a]
     box_a_disc_p = _point_to_polygon(st[..., p, :2], corners[..., a, :, :]) - r[..., p]
@@ -263,7 +265,7 @@ def score_predictions(pred: torch.Tensor, truth: torch.Tensor, num_context: int,
 
 def evaluate_prediction(model, cfg: Config, num_clips: int = 64, steps: int = 0, seed: int = 0, device="cpu",
                         batch_size: int = 16, dtype: str = "fp32", num_context: int = 0,
-                        data_seed: Optional[int] = None, return_videos: bool = False, progress: bool = False,
+                        data_seed: Optional[int] = None, return_clips: bool = False, progress: bool = False,
                         **generate_kwargs) -> dict:
     """Predict held-out clips from their first k frames and score model and baselines (module docstring).
 
@@ -271,7 +273,8 @@ def evaluate_prediction(model, cfg: Config, num_clips: int = 64, steps: int = 0,
     clips (None = the config's); other keywords (solver, cfg_scale, guidance, S_churn) go to
     ``generation.generate``. Returns {"rows": [{"method", "psnr", "ssim", "traj_err_px",
     "objects_shown", "contact_acc"(, "mse")}, ...], "num_clips", "positive_rate", "frame_judge_acc",
-    "config"}; with ``return_videos`` also "videos": {"truth", "model", "known"} tensors.
+    "config"}; with ``return_clips`` also "clips": the held-out batch (``video``, and for toy Physion
+    ``states``, ``contact``, ...) plus ``pred`` (the model's videos) and ``known`` (the mask).
     """
     d = cfg.data
     k = context_length(cfg, num_context)
@@ -296,9 +299,9 @@ def evaluate_prediction(model, cfg: Config, num_clips: int = 64, steps: int = 0,
                    "data_seed": d.data_seed if data_seed is None else data_seed,
                    **{key: v for key, v in generate_kwargs.items() if key != "solver"}},
     }
-    if return_videos:
-        result["videos"] = {"truth": truth, "model": pred,
-                            "known": masking.predict(*truth.shape[:2], *truth.shape[-2:], num_context=k)}
+    if return_clips:
+        known = masking.predict(*truth.shape[:2], *truth.shape[-2:], num_context=k)
+        result["clips"] = {**clips, "pred": pred, "known": known}
     return result
 
 
@@ -331,17 +334,17 @@ def format_table(result: dict) -> str:
 
 
 def save_evaluation(result: dict, out_dir, num_videos: int = 8, fps: float = 10.0) -> Path:
-    """Write ``eval.json`` (everything but the videos) and, when the result holds videos, the first
+    """Write ``eval.json`` (everything but the clips) and, when the result holds clips, the first
     ``num_videos`` as GIFs [given | model | truth] plus grid.gif / grid.png, as ``sample.py`` does."""
     from .video_io import frames_grid, save_gif, save_png, video_grid
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "eval.json"
-    path.write_text(json.dumps({key: v for key, v in result.items() if key != "videos"}, indent=2))
-    videos = result.get("videos")
-    if videos and num_videos > 0:
-        n = min(num_videos, videos["truth"].shape[0])
-        truth, pred, known = videos["truth"][:n], videos["model"][:n], videos["known"][:n]
+    path.write_text(json.dumps({key: v for key, v in result.items() if key != "clips"}, indent=2))
+    clips = result.get("clips")
+    if clips and num_videos > 0:
+        n = min(num_videos, clips["video"].shape[0])
+        truth, pred, known = clips["video"][:n], clips["pred"][:n], clips["known"][:n]
         panels = [show_known(truth, known), pred, truth]
         side_by_side = torch.cat(panels, dim=-1)
         for i in range(n):

@@ -153,6 +153,9 @@ def test_shape_gap_exact_values():
     assert one([(0, 0, 0, 0, 4, 4), (10, 0, math.pi / 4, 1, 2, 2)]) == pytest.approx(8 - math.sqrt(2), abs=1e-5)
     assert one([(0, 0, 0, 1, 2, 2), (5, 0, 0, 1, 2, 2)]) == pytest.approx(3.0)  # box faces 1 -> 4
     assert one([(0, 0, 0, 1, 2, 2), (1.5, 0.5, 0.3, 1, 2, 2)]) == 0.0  # overlapping boxes
+    positions_only = torch.tensor([[[[0.0, 0.0], [10.0, 0.0]]]])  # (B, T, K, 2): no angle column
+    gap = shape_gap(positions_only, torch.tensor([[0, 1]]), torch.tensor([[[4.0, 4.0], [6.0, 2.0]]]), torch.ones(1, 2))
+    assert gap.item() == pytest.approx(5.0)
 
 
 # ---------------------------------------------------------------- datasets without states
@@ -185,5 +188,5 @@ def test_sample_script_eval_writes_table_and_gifs(tiny_ckpt, tmp_path):
                                  f"--out_dir={out}", "--device=cpu"])
     saved = json.loads((out / "eval.json").read_text())
     assert saved["num_clips"] == 4 and [r["method"] for r in saved["rows"]] == list(METHODS)
-    assert saved["rows"] == result["rows"] and "videos" not in saved
+    assert saved["rows"] == result["rows"] and "clips" not in saved
     assert (out / "video_001.gif").exists() and not (out / "video_002.gif").exists() and (out / "grid.png").exists()

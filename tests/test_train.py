@@ -169,3 +169,25 @@ def test_every_preset_builds():
         with torch.device("meta"):
             model = build_denoiser(cfg)
         assert sum(p.numel() for p in model.parameters()) > 0, name
+
+
+def test_ddp_two_processes_equal_one_process(tmp_path):
+    """torchrun with 2 CPU processes (gloo) sees the same global batch as one process: same losses, weights."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    args = ["--config=smoke", "--max_steps=3", "--log_every=1", "--preview_every=0", "--image_fraction=0.5",
+            "--masking=vdt"]
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                    str(root / "train.py"), *args, f"--out_dir={tmp_path / 'ddp'}"],
+                   check=True, env=env, cwd=tmp_path, capture_output=True, timeout=300)
+    single = train.main([*args, f"--out_dir={tmp_path / 'one'}"])
+    logs = [[json.loads(l)["loss"] for l in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+            for run in ("ddp", "one")]
+    assert len(logs[0]) == 3 and logs[0] == pytest.approx(logs[1], rel=1e-5)
+    ddp_weights = torch.load(tmp_path / "ddp" / "ckpt.pt", weights_only=True)["model"]
+    for name, value in single["model"].state_dict().items():
+        assert torch.allclose(ddp_weights[name], value, atol=1e-5), name
