@@ -52,6 +52,7 @@ class SampleArgs:
     guidance: str = "label"       # label (drop the label) | context (drop the given content)
     label: int = -1               # class/scenario label for every video; -1 = cycle over classes
     S_churn: float = 0.0          # EDM Alg. 2 stochasticity (0 = deterministic)
+    frame_interval: float = -1.0  # seconds between frames; -1 = the data's 1/fps; 0 = images (Snap Video)
     use_ema: bool = True          # sample from the EMA weights (recommended)
     batch_size: int = 8           # videos per sampler call
     device: str = "auto"
@@ -175,7 +176,8 @@ def main(argv=None):
     videos = generate(model, cfg, n, known=known, known_x=None if known is None else known_x, labels=labels,
                       steps=args.steps, solver=args.solver, seed=args.seed, cfg_scale=args.cfg_scale,
                       guidance=args.guidance, S_churn=args.S_churn, dtype=args.dtype,
-                      batch_size=args.batch_size, device=device, progress=True)
+                      batch_size=args.batch_size, device=device, progress=True,
+                      frame_interval=None if args.frame_interval < 0 else args.frame_interval)
 
     # ---- pictures: [given | output | truth] per video ------------------------------------------------------
     panels = [videos]
