@@ -16,7 +16,7 @@ count (on a shared machine fewer threads than cores can be much faster). What is
 4. FLOPs per video: FlopCounterMode (matmuls + attention) over one training forward+backward and one NFE;
    achieved GFLOP/s = FLOPs / median time; MFU = achieved / the measured matmul peak of the same dtype.
 5. Attention paths, forward + backward at the preset's temporal ((B N), heads, T, d) and spatial
-   ((B T), heads, N, d) shapes: explicit matmuls vs ``F.scaled_dot_product_attention`` vs
+   ((B T), heads, N, d) shapes (VDT's layout): explicit matmuls vs ``F.scaled_dot_product_attention`` vs
    ``nano_videodiff.layers.attention``'s pick of the two (read from the aten ops it runs): is it the faster?
 
 Times are medians of ``--repeats`` runs (min-max in brackets) after 1 warm-up call; the FLOP-counting call
@@ -141,8 +141,8 @@ def attention_table(cfg, repeats: int) -> str:
                                               "right" if (u == "F.sdpa") == (s < e) else "WRONG")
                              + f": sdpa/explicit = {s / e:.2f}", explicit, sdpa, uses)
             rows.append([name, "x".join(map(str, shape)), dtype, fmt(explicit, ".2f"), fmt(sdpa, ".2f"), uses, verdict])
-    return markdown_table(["attention", "shape (batch, heads, tokens, head dim)", "dtype", "explicit matmuls ms",
-                           "F.sdpa ms", "layers.attention uses", "its choice"], rows)
+    return markdown_table(["attention (VDT layout)", "shape (batch, heads, tokens, head dim)", "dtype",
+                           "explicit matmuls ms", "F.sdpa ms", "layers.attention uses", "its choice"], rows)
 
 
 def speed_row(name: str, dtype: str, t, flops, batch_size: int, peak, note: str = "") -> list:
