@@ -33,8 +33,8 @@ def test_tutorial_runs_in_quick_mode(script, tmp_path):
                               text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         pytest.fail(f"{script.name} did not finish within {TIMEOUT_S} s in quick mode")
-    assert proc.returncode == 0, (f"{script.name} exited with {proc.returncode}\n"
-                                  f"--- stdout (end) ---\n{proc.stdout[-3000:]}\n--- stderr (end) ---\n{proc.stderr[-3000:]}")
+    assert proc.returncode == 0, (f"{script.name} exited with {proc.returncode}\n--- stdout (end) ---\n"
+                                  f"{proc.stdout[-3000:]}\n--- stderr (end) ---\n{proc.stderr[-3000:]}")
     number = script.name[:2]
     pngs = sorted((tmp_path / number).rglob("*.png"))
     assert pngs, (f"{script.name} wrote no PNG to {tmp_path / number}: tutorials write their figures to "

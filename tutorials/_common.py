@@ -7,6 +7,7 @@ repository root on ``sys.path``, so ``import train`` and ``import nano_videodiff
 Environment variables:
     NANO_VIDEODIFF_QUICK=1         tiny sizes and a handful of steps (the test suite: seconds per tutorial)
     NANO_VIDEODIFF_TUTORIAL_OUT=D  write figures to D/<number>/ instead of tutorials/out/<number>/
+    OMP_NUM_THREADS=N              torch threads (default here: 1)
 """
 from __future__ import annotations
 
@@ -15,12 +16,19 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")  # no display needed; figures go to PNG files
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# The tutorials' tensors are tiny: one thread is as fast as several, and it does not collapse when other
+# jobs share the cores (two threads on two busy cores measured 20x slower per training step). Set
+# OMP_NUM_THREADS to choose yourself.
+if "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(1)
 
 QUICK = os.environ.get("NANO_VIDEODIFF_QUICK", "0").strip().lower() not in ("", "0", "false", "no")
 
