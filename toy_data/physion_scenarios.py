@@ -24,7 +24,6 @@ from the same generator (at most `MAX_TRIES` times). A clip is therefore a pure 
 """
 import math
 
-import numpy as np
 import pymunk
 
 SCENARIOS = ("dominoes", "support", "collide", "contain", "drop", "link", "roll", "drape")

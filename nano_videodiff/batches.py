@@ -1,0 +1,86 @@
+"""What one training step sees: the global batch of a step, and this rank's slice of it.
+
+Everything random in a step (which clips, the noise levels, the noise, the masks, label dropout,
+self-conditioning) is drawn from a generator seeded by (seed, step), for the *global* batch, and each
+DDP rank takes its slice. So a resumed run continues bit-exactly, and 2 processes see exactly what one
+process with the same global batch sees (tests/test_train.py checks both).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+import toy_data
+
+from . import masking, modality
+from .conditioning import DROPPED_LABEL, Cond
+from .edm import sample_training_sigma
+
+
+class TrainingData:
+    """The training videos, and (for joint image+video training) the source of images.
+
+    Snap Video Sec. 3.3 (modality.py): with ``max_frame_stride > 1`` clips are loaded long enough for the
+    largest stride and re-sampled at a random frame rate; with ``image_fraction > 0`` that fraction of
+    every batch is single frames turned into infinite-fps videos (frame interval 0).
+    """
+
+    def __init__(self, cfg):
+        d = cfg.data
+        self.varied = d.image_fraction > 0 or d.max_frame_stride > 1
+        long_clips = replace(d, num_frames=modality.clip_length(d.num_frames, d.max_frame_stride))
+        self.videos = toy_data.build_dataset(long_clips if self.varied else d, "train")
+        self.images = None
+        if d.image_fraction > 0:
+            image_data = replace(d, scenario=d.image_scenario) if d.image_scenario else d
+            self.images = modality.ImageSource(toy_data.build_dataset(image_data, "train"))
+
+    def global_batch(self, cfg, indices, g) -> dict:
+        """video (B, T, C, H, W), frame_interval (B,) and labels (B,) if any, for the whole global batch."""
+        if not self.varied:
+            return toy_data.get_batch(self.videos, indices.tolist())
+        d, B = cfg.data, len(indices)
+        n_img, n_vid = modality.split_counts(B, d.image_fraction)
+        clips = toy_data.get_batch(self.videos, indices[:n_vid].tolist())
+        video, interval, _ = modality.variable_frame_rate(clips["video"], d.num_frames, 1 / clips["frame_interval"],
+                                                          d.max_frame_stride, g)
+        if n_img == 0:
+            return {"video": video, "frame_interval": interval, "labels": clips.get("labels")}
+        images = self.images.sample_batch(n_img, g)
+        return modality.joint_batch(video, interval, images["image"], d.image_fraction, g, batch_size=B,
+                                    video_labels=clips.get("labels"), image_labels=images.get("labels"))
+
+
+def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device):
+    """The global batch of ``step`` (the same whatever the world size), this rank's slice of it."""
+    g = torch.Generator().manual_seed(cfg.run.seed * 1_000_003 + step)
+    B = cfg.optim.batch_size
+    if cfg.data.num_train_clips > 0:  # a fixed training set of N clips, sampled with replacement
+        indices = torch.randint(cfg.data.num_train_clips, (B,), generator=g)
+    else:  # a fresh procedural clip for every sample
+        indices = step * B + torch.arange(B)
+    sigma = sample_training_sigma(B, cfg.diffusion.P_mean, cfg.diffusion.P_std, generator=g)
+    drop = torch.rand(B, generator=g) < cfg.diffusion.label_dropout
+    self_cond_draw = torch.rand(B, generator=g)  # which samples use RIN self-conditioning (FIT)
+    mine = slice(rank * B // world, (rank + 1) * B // world)
+    if data.varied:  # the batch's make-up (images vs videos, strides) is decided for the global batch
+        batch = data.global_batch(cfg, indices, g)
+        batch = {k: v[mine] for k, v in batch.items() if v is not None}
+    else:  # plain videos: each rank loads only its own clips
+        batch = toy_data.get_batch(data.videos, indices[mine].tolist())
+    x = batch["video"]
+    noise = torch.randn((B, *x.shape[1:]), generator=torch.Generator().manual_seed(cfg.run.seed * 7919 + step))
+    labels = None
+    if cfg.data.num_classes > 0:
+        labels = torch.where(drop[mine], DROPPED_LABEL, batch["labels"].long())
+    cond = Cond(labels=labels, frame_interval=batch["frame_interval"])
+    mixture = masking.mixture_from_config(cfg.task, cfg.data.num_frames)
+    if mixture is not None:  # VDT mask modeling: which positions are given as clean context
+        t, _, h, w = x.shape[1:]
+        known, _ = mixture.sample(B, t, h, w, generator=g)
+        no_context = torch.rand(B, generator=g) < cfg.task.context_dropout
+        known = known & ~no_context[:, None, None, None, None]
+        cond = cond.replace(known=known[mine], known_x=x)
+    return (x.to(device), cond.to(device), sigma[mine].to(device), noise[mine].to(device),
+            self_cond_draw[mine].to(device))
