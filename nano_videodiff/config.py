@@ -188,6 +188,7 @@ class Config:
 def _bouncing_balls() -> Config:
     """Bouncing balls: 2 balls, 16 frames of 32x32, unconditional generation with a 1.8M-parameter VDT."""
     cfg = Config()
+    cfg.optim.max_steps = 1000  # ~10 minutes on a 2-core CPU in bf16
     cfg.run.out_dir = "out/bouncing_balls"
     return cfg
 
@@ -214,6 +215,7 @@ def _physion(scenario: str) -> Callable[[], Config]:
         d.dataset, d.scenario, d.fps = "physion", scenario, 10.0
         d.num_train_clips, d.num_test_clips = 4096, 256
         cfg.task.masking, cfg.task.num_context, cfg.task.context_dropout = "predict", 8, 0.1
+        cfg.optim.max_steps = 1200  # ~15 minutes on a 2-core CPU in bf16 (README)
         if scenario == "all":  # one model for the eight scenarios, told which one it is
             d.num_classes = 8
         cfg.run.out_dir = f"out/physion_{scenario}"
