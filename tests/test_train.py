@@ -191,3 +191,12 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     ddp_weights = torch.load(tmp_path / "ddp" / "ckpt.pt", weights_only=True)["model"]
     for name, value in single["model"].state_dict().items():
         assert torch.allclose(ddp_weights[name], value, atol=1e-5), name
+
+
+@pytest.mark.slow  # torch.compile takes about a minute on 2 CPU cores; run with `pytest -m slow`
+def test_compile_gives_the_same_training_and_clean_checkpoint_keys(tmp_path):
+    plain = train.main(smoke_args(tmp_path / "plain", "--max_steps=3"))
+    compiled = train.main(smoke_args(tmp_path / "compiled", "--max_steps=3", "--compile"))
+    assert compiled["last_loss"] == pytest.approx(plain["last_loss"], rel=1e-4)
+    keys = torch.load(tmp_path / "compiled" / "ckpt.pt", weights_only=True)["model"].keys()
+    assert not any("_orig_mod" in k for k in keys)
