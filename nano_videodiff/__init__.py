@@ -1,13 +1,18 @@
 """nano-videodiff: a minimal, tested reference implementation of video diffusion transformers.
 
-One module per idea (see README.md and ../DESIGN notes):
+One module per idea (see README.md):
 
-- ``edm``         EDM preconditioning with Snap Video's input scaling ``sigma_in``; the loss.
-- ``sampler``     EDM's Heun/Euler sampler (Alg. 1 and 2) with guidance and a state hook.
+- ``edm``          EDM preconditioning with Snap Video's input scaling ``sigma_in``; SNR helpers; the loss.
+- ``sampler``      EDM's Heun/Euler sampler (Alg. 1 and 2) with guidance and a state hook.
+- ``modality``     images as infinite-fps videos, variable frame rate, joint image+video batches (Snap Video).
+- ``masking``      VDT's task masks, the training mixture, and the one place a mask is applied.
+- ``vdt``          VDT's space-time transformer (three ways to condition on given frames).
+- ``fit``          Snap Video's FIT: patch groups, latent tokens, read/compute/write, self-conditioning.
+- ``layers``       attention, MLP, adaLN modulation, embeddings, patchify: shared by the backbones.
 - ``conditioning`` the ``Cond`` dataclass every backbone receives.
-- ``layers``      attention, MLP, adaLN modulation, embeddings, patchify: shared by backbones.
-- ``vdt``         VDT's space-time transformer (the first backbone).
-- ``config``      dataclass configs, named presets, ``--key=value`` overrides.
+- ``metrics``, ``physics_eval``  PSNR/SSIM/MSE, object trajectories and contact; model vs baselines.
+- ``config``, ``models``, ``batches``, ``generation``, ``checkpoint``, ``video_io``, ``lamb``: the plumbing
+  that train.py and sample.py are built from.
 """
 
 __version__ = "0.1.0"
