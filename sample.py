@@ -165,14 +165,14 @@ def main(argv=None):
     if args.task != "generate":
         if args.context and not Path(args.context).exists():
             raise FileNotFoundError(f"--context file {args.context} does not exist")
-        truth, data_labels, has_truth = context_videos(args, cfg)
+        context, data_labels, has_truth = context_videos(args, cfg)
         if args.context and not has_truth and args.task not in ("predict", "animate"):
             raise ValueError(f"{args.context} is shorter than the model's {d.num_frames} frames")
         if data_labels is not None and labels is not None and args.label < 0:
             labels = data_labels.long()
         known = task_mask(args, cfg, n)
-        truth = truth if has_truth else None
-        known_x = truth if truth is not None else context_videos(args, cfg)[0]
+        known_x = context  # read once; it is also the ground truth when the clip is complete
+        truth = context if has_truth else None
     videos = generate(model, cfg, n, known=known, known_x=None if known is None else known_x, labels=labels,
                       steps=args.steps, solver=args.solver, seed=args.seed, cfg_scale=args.cfg_scale,
                       guidance=args.guidance, S_churn=args.S_churn, dtype=args.dtype,

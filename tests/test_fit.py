@@ -3,6 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import gen, randomise, video
 
 from nano_videodiff.conditioning import DROPPED_LABEL, Cond
 from nano_videodiff.config import Config
@@ -11,9 +12,6 @@ from nano_videodiff.fit import (FIT, PAPER_PARAMETERS, group_patches, snapvideo_
                                 ungroup_patches)
 from nano_videodiff.sampler import edm_sigmas, sample
 
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 def small_fit(seed=0, **kw):
@@ -25,17 +23,6 @@ def small_fit(seed=0, **kw):
     return FIT(**cfg)
 
 
-def randomise(model, seed=0, std=0.2):
-    """Every parameter at a random value (as after training): no zero-initialised layer left."""
-    g = gen(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
-
-
-def video(b, t, c, h, w, seed=0):
-    return torch.randn(b, t, c, h, w, generator=gen(seed))
 
 
 # Grouping ----------------------------------------------------------------------------------------------------

@@ -3,16 +3,13 @@ import math
 
 import pytest
 import torch
-from torch import nn
+from helpers import gen, randomise, video
 
 from nano_videodiff import layers
 from nano_videodiff.conditioning import DROPPED_LABEL, Cond
 from nano_videodiff.layers import Attention, attention, patchify, unpatchify
 from nano_videodiff.vdt import VDT, VDTBlock
 
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 def small_vdt(seed=0, **kw):
@@ -22,17 +19,6 @@ def small_vdt(seed=0, **kw):
     return VDT(**cfg)
 
 
-def randomise(model, seed=0, std=0.2):
-    """Put every parameter at a random value (as after training): no zero gate or zero output layer left."""
-    g = gen(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
-
-
-def video(b, t, c, h, w, seed=0):
-    return torch.randn(b, t, c, h, w, generator=gen(seed))
 
 
 # Backbone: shapes, init, gradients ---------------------------------------------------------------------------
