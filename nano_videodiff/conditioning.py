@@ -27,6 +27,9 @@ class Cond:
     known:          bool, broadcastable to (B, T, 1, H, W): True where the content is given (VDT masks).
     known_x:        (B, T, C, H, W) clean content in data units, read only where ``known`` is True.
     self_cond:      state carried from the previous sampler step (e.g. FIT/RIN latents); None at the start.
+    is_image:       (B,) bool, True for samples whose T frames are independent images, not a video.
+                    Backbones with temporal layers must not mix their frames: W.A.L.T's identity
+                    attention mask (Sec. 4.2), Video LDM's alpha = 1 (Sec. 3.1). None = all videos.
     """
 
     labels: Optional[torch.Tensor] = None
@@ -34,6 +37,7 @@ class Cond:
     known: Optional[torch.Tensor] = None
     known_x: Optional[torch.Tensor] = None
     self_cond: Any = None
+    is_image: Optional[torch.Tensor] = None
 
     def replace(self, **changes) -> "Cond":
         return dataclasses.replace(self, **changes)

@@ -74,6 +74,25 @@ class ModelConfig:
     fit_cond_dim: int = 0             # width of the conditioning tokens (0 = dim)
     fit_dropout: float = 0.0          # dropout in the feed-forwards
     fit_self_cond_prob: float = 0.9   # RIN latent self-conditioning rate in training (0 disables)
+    # --- W.A.L.T (window_attention.py, walt.py; W.A.L.T Sec. 4.2-4.3) ---
+    walt_window_t: int = 0            # spatiotemporal window in latent frames (0 = all frames, the paper's 1+t)
+    walt_window_h: int = 4            # spatiotemporal window height in tokens (paper: 8 of 16)
+    walt_window_w: int = 4            # spatiotemporal window width in tokens
+    adaln_lora_rank: int = 2          # AdaLN-LoRA rank r (Eq. 3); 0 = a separate full adaLN per block
+    # --- causal 3D autoencoder (causal_vae.py; W.A.L.T Sec. 4.1) ---
+    vae_channels: int = 32            # base width of the encoder/decoder (paper: 128)
+    vae_channel_mult: str = "1,2"     # width multiplier per resolution level (paper: 1,2,2,4)
+    vae_latent_channels: int = 4      # c (paper: 8)
+    vae_spatial_down: int = 4         # f_s = H/h (paper: 8)
+    vae_temporal_down: int = 2        # f_t: 1 + f_t*k frames -> 1 + k latent frames (paper: 4)
+    vae_kl_weight: float = 1e-6       # weight of the KL term that keeps the latent well-behaved
+    # --- U-Net and Video LDM (unet.py, temporal_alignment.py; Video LDM Sec. 3.1) ---
+    unet_channels: int = 64           # base width (ADM: 128-256)
+    unet_channel_mult: str = "1,2,2"  # width multiplier per resolution level
+    unet_num_res_blocks: int = 2      # residual blocks per level
+    unet_attn_resolutions: str = "8"  # feature-map sizes (pixels) that get self-attention, comma-separated
+    unet_dropout: float = 0.0
+    freeze_image_model: bool = True   # videoldm: train only the temporal layers (Video LDM Sec. 3.1)
 
 
 @dataclass
@@ -115,6 +134,7 @@ class RunConfig:
     overwrite: bool = False           # allow starting a new run in an out_dir that has a checkpoint
     max_minutes: float = 0.0          # stop (and checkpoint) after this wall time; 0 = no limit
     stop_at_step: int = 0             # stop (and checkpoint) at this step, schedule unchanged; 0 = max_steps
+    init_from: str = ""               # start the model from this checkpoint (e.g. an image model for videoldm)
 
 
 SECTIONS = {"data": DataConfig, "diffusion": DiffusionConfig, "model": ModelConfig,

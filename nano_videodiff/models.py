@@ -3,19 +3,30 @@ from __future__ import annotations
 
 from torch import nn
 
-from .edm import Denoiser, input_scale
-from .fit import FIT
-from .vdt import VDT
+import importlib
 
-# backbone name -> class with ``from_config(model_cfg, data_cfg)``. New backbones register here.
-BACKBONES = {"vdt": VDT, "fit": FIT}
+from .edm import Denoiser, input_scale
+
+# backbone name -> "module:Class"; the class has ``from_config(model_cfg, data_cfg)``. New backbones
+# register here. Imported on first use, so one backbone's module never slows down another's start.
+BACKBONES = {
+    "vdt": "vdt:VDT",                                # VDT (Lu et al. 2024), vdt.py
+    "fit": "fit:FIT",                                # Snap Video's FIT (Menapace et al. 2024), fit.py
+    "walt": "walt:WALT",                             # W.A.L.T's window-attention transformer, walt.py
+    "unet": "unet:UNet",                             # ADM-style image U-Net applied per frame, unet.py
+    "videoldm": "temporal_alignment:VideoLDM",       # Video LDM: U-Net + temporal layers, temporal_alignment.py
+}
+
+
+def backbone_class(name: str):
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(BACKBONES))}")
+    module, cls = BACKBONES[name].split(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
 
 
 def build_backbone(cfg) -> nn.Module:
-    name = cfg.model.backbone
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(BACKBONES))}")
-    return BACKBONES[name].from_config(cfg.model, cfg.data)
+    return backbone_class(cfg.model.backbone).from_config(cfg.model, cfg.data)
 
 
 def resolved_sigma_in(cfg) -> float:
