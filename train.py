@@ -42,7 +42,8 @@ from nano_videodiff.video_io import frames_grid, save_gif, save_png, video_grid
 # Fields that may change when resuming (they do not change what is computed).
 RESUMABLE_CHANGES = {"run.out_dir", "run.device", "run.compile", "run.log_every", "run.ckpt_every",
                      "run.preview_every", "run.num_preview", "run.preview_steps", "run.resume",
-                     "run.max_minutes", "run.overwrite", "run.stop_at_step",
+                     "run.max_minutes", "run.overwrite", "run.stop_at_step", "run.init_from",
+                     "run.parallel", "run.activation_checkpointing", "optim.grad_accum_steps",
                      "optim.max_steps"}  # a new max_steps stretches the cosine schedule from here on
 
 
@@ -137,6 +138,25 @@ def plot_losses(log_path: Path, png_path: Path) -> None:
     plt.close(fig)
 
 
+def init_weights(model, path) -> None:
+    """``--init_from``: load another run's (EMA) weights before training starts.
+
+    A backbone that wraps a smaller model (Video LDM's temporal layers around an image U-Net) defines
+    ``load_image_model(state_dict)`` and takes the other run's backbone weights into its image part;
+    any other backbone loads the whole model, which must have the same architecture (fine-tuning).
+    """
+    source = load_checkpoint(path)
+    state = source.get("ema", source.get("model"))
+    if state is None:
+        raise ValueError(f"{path} holds no model weights; --init_from needs a checkpoint written by train.py")
+    if hasattr(model.backbone, "load_image_model"):
+        prefix = "backbone."
+        model.backbone.load_image_model({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    else:
+        load_model_state(model, state, f"--init_from={path}")
+    print(f"initialised from {path} (step {source.get('step', '?')})")
+
+
 def resume_config(cfg, changed, ckpt):
     """The saved config wins; overrides of fields that would change the computation are refused."""
     saved = config_lib.Config.from_dict(ckpt["config"])
@@ -168,8 +188,9 @@ def main(argv=None) -> dict:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if cfg.optim.batch_size % world:
-        raise ValueError(f"batch_size {cfg.optim.batch_size} must be divisible by the world size {world}")
+    if cfg.optim.batch_size % (world * cfg.optim.grad_accum_steps):
+        raise ValueError(f"--batch_size={cfg.optim.batch_size} must be divisible by the world size {world} "
+                         f"times --grad_accum_steps={cfg.optim.grad_accum_steps}")
     master = rank == 0
 
     # ---- output folder and resume --------------------------------------------------------------------
@@ -189,10 +210,16 @@ def main(argv=None) -> dict:
     # ---- data and model ------------------------------------------------------------------------------
     data = TrainingData(cfg)
     torch.manual_seed(cfg.run.seed)
-    model = build_denoiser(cfg).to(device)
+    model = build_denoiser(cfg)
+    if cfg.run.init_from and ckpt is None:  # start from another run's weights (not a resume)
+        init_weights(model, cfg.run.init_from)
+    if cfg.model.freeze_image_model and hasattr(model.backbone, "freeze_image_model"):
+        model.backbone.freeze_image_model()  # Video LDM: only the temporal layers learn
+    model = model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     decay, no_decay = [], []  # weight decay on matrices only, not on biases, norms and embedding vectors
-    for p in model.parameters():
+    for p in trainable:
         (decay if p.ndim >= 2 else no_decay).append(p)
     o = cfg.optim
     groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -210,7 +237,9 @@ def main(argv=None) -> dict:
         start_step = int(ckpt["step"])
         set_rng_state(ckpt["rng"])
     if master:
-        print(f"backbone {cfg.model.backbone}: {count_parameters(model.backbone) / 1e6:.2f}M parameters; "
+        frozen = count_parameters(model.backbone) - count_parameters(model.backbone, trainable_only=True)
+        print(f"backbone {cfg.model.backbone}: {count_parameters(model.backbone) / 1e6:.2f}M parameters"
+              + (f" ({frozen / 1e6:.2f}M frozen)" if frozen else "") + "; "
               f"device {device}, dtype {cfg.run.dtype}, world size {world}, sigma_in {model.sigma_in:.3f}"
               + (" (auto: s*sqrt(T), Snap Video Sec. 3.2)" if cfg.diffusion.sigma_in == 0 else ""))
 
@@ -251,14 +280,24 @@ def main(argv=None) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, cond, sigma, noise, self_cond_draw = make_batch(cfg, data, step, rank, world, device)
-        with autocast:
-            loss = step_module(x, cond, sigma, noise, self_cond_draw)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr or try --dtype=fp32")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # Gradient accumulation: the rank's batch in equal micro-batches; each loss is a mean over its
+        # micro-batch, so dividing by their number makes the summed gradient that of the whole batch.
+        # DDP all-reduces gradients only after the last micro-batch (no_sync before).
+        micro = o.grad_accum_steps
+        loss = 0.0
+        for i, part in enumerate(torch.arange(x.shape[0]).chunk(micro)):
+            sync = i == micro - 1 or not distributed
+            with (nullcontext() if sync else step_module.no_sync()), autocast:
+                micro_loss = step_module(x[part], cond.take(part), sigma[part], noise[part],
+                                         self_cond_draw[part]) / micro
+            if not torch.isfinite(micro_loss):
+                raise FloatingPointError(f"loss is {micro_loss.item()} at step {step}; lower --lr or try "
+                                         "--dtype=fp32")
+            micro_loss.backward()
+            loss = loss + micro_loss.detach()
         if o.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+            nn.utils.clip_grad_norm_(trainable, o.grad_clip)
         optimizer.step()
         ema_update(ema, model, step, o.ema_halflife)
 

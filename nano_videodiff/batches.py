@@ -75,6 +75,8 @@ def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device
     if cfg.data.num_classes > 0:
         labels = torch.where(drop[mine], DROPPED_LABEL, batch["labels"].long())
     cond = Cond(labels=labels, frame_interval=batch["frame_interval"])
+    if cfg.data.image_fraction > 0:  # images as videos (interval 0): their frames must not be mixed in time
+        cond = cond.replace(is_image=batch["frame_interval"] == 0)
     mixture = masking.mixture_from_config(cfg.task, cfg.data.num_frames)
     if mixture is not None:  # VDT mask modeling: which positions are given as clean context
         t, _, h, w = x.shape[1:]

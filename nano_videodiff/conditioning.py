@@ -48,6 +48,17 @@ class Cond:
             return self
         return self.replace(labels=torch.full_like(self.labels, DROPPED_LABEL))
 
+    def take(self, index) -> "Cond":
+        """The conditioning of a sub-batch: every per-sample tensor indexed along the batch dimension.
+
+        ``known`` may be shared by the whole batch (its batch dimension 1); it is then kept as it is.
+        """
+        def part(v):
+            if not torch.is_tensor(v) or v.ndim == 0 or v.shape[0] == 1:
+                return v
+            return v[index]
+        return Cond(**{f.name: part(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
     def to(self, device) -> "Cond":
         moved = {f.name: (v.to(device) if torch.is_tensor(v) else v)
                  for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}

@@ -35,6 +35,8 @@ class DataConfig:
     image_fraction: float = 0.0       # share of each batch that is images as infinite-fps videos (Snap: 0.5)
     image_scenario: str = ""          # physion: take the images from these scenarios ("" = the training clips)
     max_frame_stride: int = 1         # variable frame rate: stride k in 1..max per clip, interval k/fps
+    # W.A.L.T Sec. 4.1 (latent.py): diffusion in the latent space of a trained causal autoencoder
+    autoencoder: str = ""             # its checkpoint (train.py --backbone=causal_vae); "" = pixel space
 
 
 @dataclass
@@ -107,6 +109,7 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0            # max global gradient norm; 0 disables
+    grad_accum_steps: int = 1         # micro-batches per optimizer step (same result, less memory)
     ema_halflife: float = 200.0       # EMA half-life in optimizer steps (with a warm-up, see train.py)
 
 
@@ -123,8 +126,10 @@ class RunConfig:
     out_dir: str = "out"              # checkpoints, log.jsonl, loss.png, previews/
     seed: int = 1337                  # training randomness (noise, sigma, label dropout)
     device: str = "auto"              # auto | cpu | cuda | cuda:N | mps
-    dtype: str = "bf16"               # bf16 (autocast, fp32 master weights) | fp32
+    dtype: str = "bf16"               # bf16 (autocast, fp32 master weights) | fp16 (CUDA, grad scaler) | fp32
     compile: bool = False             # torch.compile the backbone
+    parallel: str = "ddp"             # under torchrun: ddp (replicate) | fsdp (shard parameters, FSDP2)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
     log_every: int = 10               # steps between log.jsonl lines
     ckpt_every: int = 500             # steps between checkpoints (also saved at the end)
     preview_every: int = 500          # steps between preview GIFs; 0 disables
@@ -174,7 +179,9 @@ class Config:
         """Catch inconsistent settings before any work starts, with a message that says what to change."""
         d, m, t, o, r = self.data, self.model, self.task, self.optim, self.run
         checks = [
-            (r.dtype in ("bf16", "fp32"), f"--dtype must be bf16 or fp32, got {r.dtype!r}"),
+            (r.dtype in ("bf16", "fp16", "fp32"), f"--dtype must be bf16, fp16 or fp32, got {r.dtype!r}"),
+            (r.parallel in ("ddp", "fsdp"), f"--parallel must be ddp or fsdp, got {r.parallel!r}"),
+            (o.grad_accum_steps >= 1, f"--grad_accum_steps must be >= 1, got {o.grad_accum_steps}"),
             (o.optimizer in ("adamw", "lamb"), f"--optimizer must be adamw or lamb, got {o.optimizer!r}"),
             (d.num_frames >= 1 and d.resolution >= 1, "--num_frames and --resolution must be positive"),
             (d.resolution % m.patch_size == 0,
@@ -287,6 +294,15 @@ PRESETS: Dict[str, Callable[[], Config]] = {
 for _name in ("bouncing_balls", "physion_collide", "moving_mnist"):
     PRESETS[f"{_name}_fit"] = _with_fit(PRESETS[_name], f"{_name}_fit")
 DEFAULT_PRESET = "physion_collide"
+
+
+def _register_paper_presets() -> None:
+    """The papers' full-size models (paper_configs.py), imported late: that module builds on Config."""
+    from .paper_configs import PAPER_PRESETS
+    PRESETS.update(PAPER_PRESETS)
+
+
+_register_paper_presets()
 
 
 def get_preset(name: str) -> Config:

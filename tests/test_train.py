@@ -200,3 +200,17 @@ def test_compile_gives_the_same_training_and_clean_checkpoint_keys(tmp_path):
     assert compiled["last_loss"] == pytest.approx(plain["last_loss"], rel=1e-4)
     keys = torch.load(tmp_path / "compiled" / "ckpt.pt", weights_only=True)["model"].keys()
     assert not any("_orig_mod" in k for k in keys)
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path):
+    """Micro-batches of a step add up to the whole batch's gradient: same losses and weights."""
+    args = smoke_args(tmp_path, "--max_steps=3", "--log_every=1", "--image_fraction=0.5", "--masking=vdt")
+    whole = train.main([*args, f"--out_dir={tmp_path / 'whole'}"])
+    split = train.main([*args, f"--out_dir={tmp_path / 'split'}", "--grad_accum_steps=2"])
+    logs = [[json.loads(l)["loss"] for l in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+            for run in ("whole", "split")]
+    assert logs[0] == pytest.approx(logs[1], rel=1e-5)
+    for (name, a), b in zip(whole["model"].state_dict().items(), split["model"].state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    with pytest.raises(ValueError, match="grad_accum_steps"):
+        train.main([*args, f"--out_dir={tmp_path / 'bad'}", "--grad_accum_steps=3"])
