@@ -34,7 +34,9 @@ from nano_videodiff import config as config_lib
 from nano_videodiff import masking
 from nano_videodiff.batches import TrainingData, make_batch  # what one training step sees
 from nano_videodiff.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from nano_videodiff.models import build_denoiser, count_parameters
+from nano_videodiff.edm import Denoiser
+from nano_videodiff.latent import load_autoencoder_weights, uses_latents
+from nano_videodiff.models import build_autoencoder, build_denoiser, count_parameters
 from nano_videodiff.generation import generate, show_known
 from nano_videodiff.lamb import LAMB
 from nano_videodiff.video_io import frames_grid, save_gif, save_png, video_grid
@@ -50,12 +52,14 @@ RESUMABLE_CHANGES = {"run.out_dir", "run.device", "run.compile", "run.log_every"
 class TrainingLoss(nn.Module):
     """Makes the loss the module's forward, so DDP (which hooks forward) can wrap the whole step."""
 
-    def __init__(self, denoiser):
+    def __init__(self, model):
         super().__init__()
-        self.denoiser = denoiser
+        self.model = model
 
     def forward(self, x, cond, sigma, noise, self_cond_draw):
-        return self.denoiser.loss(x, cond, sigma=sigma, noise=noise, self_cond_draw=self_cond_draw)
+        if isinstance(self.model, Denoiser):  # the diffusion loss (edm.py)
+            return self.model.loss(x, cond, sigma=sigma, noise=noise, self_cond_draw=self_cond_draw)
+        return self.model.loss(x, is_image=cond.is_image)  # W.A.L.T stage 1: the autoencoder's own loss
 
 
 def pick_device(name: str) -> torch.device:
@@ -108,6 +112,12 @@ def write_preview(cfg, ema, device, path: Path) -> None:
     n, d = cfg.run.num_preview, cfg.data
     labels = torch.arange(n) % d.num_classes if d.num_classes > 0 else None
     known = known_x = None
+    if not isinstance(ema, Denoiser):  # the autoencoder (W.A.L.T stage 1): [input | reconstruction]
+        clips = toy_data.get_batch(toy_data.build_dataset(d, "test"), range(n))["video"]
+        panels = [clips, ema.reconstruct(clips.to(device)).clamp(-1, 1).cpu()]
+        save_gif(path.with_suffix(".gif"), video_grid(torch.cat(panels, dim=-1), ncol=1), fps=d.fps)
+        save_png(path.with_suffix(".png"), frames_grid(torch.stack(panels, 1).flatten(0, 1)), scale=2)
+        return
     if cfg.task.masking != "none":
         batch = toy_data.get_batch(toy_data.build_dataset(d, "test"), range(n))
         known_x = batch["video"]
@@ -210,11 +220,15 @@ def main(argv=None) -> dict:
     # ---- data and model ------------------------------------------------------------------------------
     data = TrainingData(cfg)
     torch.manual_seed(cfg.run.seed)
-    model = build_denoiser(cfg)
+    autoencoder_stage = cfg.model.backbone == "causal_vae"  # W.A.L.T stage 1 (latent.py), else diffusion
+    model = build_autoencoder(cfg) if autoencoder_stage else build_denoiser(cfg)
+    network = model if autoencoder_stage else model.backbone  # what learns
+    if uses_latents(cfg) and ckpt is None:  # stage 2: the frozen stage-1 autoencoder (resume: in ckpt)
+        load_autoencoder_weights(model.autoencoder, cfg.data.autoencoder, cfg)
     if cfg.run.init_from and ckpt is None:  # start from another run's weights (not a resume)
         init_weights(model, cfg.run.init_from)
-    if cfg.model.freeze_image_model and hasattr(model.backbone, "freeze_image_model"):
-        model.backbone.freeze_image_model()  # Video LDM: only the temporal layers learn
+    if cfg.model.freeze_image_model and hasattr(network, "freeze_image_model"):
+        network.freeze_image_model()  # Video LDM: only the temporal layers learn
     model = model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -237,11 +251,13 @@ def main(argv=None) -> dict:
         start_step = int(ckpt["step"])
         set_rng_state(ckpt["rng"])
     if master:
-        frozen = count_parameters(model.backbone) - count_parameters(model.backbone, trainable_only=True)
-        print(f"backbone {cfg.model.backbone}: {count_parameters(model.backbone) / 1e6:.2f}M parameters"
+        frozen = count_parameters(network) - count_parameters(network, trainable_only=True)
+        print(f"{cfg.model.backbone}: {count_parameters(network) / 1e6:.2f}M parameters"
               + (f" ({frozen / 1e6:.2f}M frozen)" if frozen else "") + "; "
-              f"device {device}, dtype {cfg.run.dtype}, world size {world}, sigma_in {model.sigma_in:.3f}"
-              + (" (auto: s*sqrt(T), Snap Video Sec. 3.2)" if cfg.diffusion.sigma_in == 0 else ""))
+              f"device {device}, dtype {cfg.run.dtype}, world size {world}"
+              + ("" if autoencoder_stage else f", sigma_in {model.sigma_in:.3f}")
+              + (" (auto: s*sqrt(T), Snap Video Sec. 3.2)" if cfg.diffusion.sigma_in == 0 else "")
+              + (f"; diffusion on latents of {cfg.data.autoencoder}" if uses_latents(cfg) else ""))
 
     step_module = TrainingLoss(model)
     if cfg.run.compile:
@@ -263,10 +279,18 @@ def main(argv=None) -> dict:
     def checkpoint(step):
         if not master:
             return
+        extra = {}
+        if autoencoder_stage and step == o.max_steps:  # W.A.L.T normalises latents before diffusion
+            fit_data = toy_data.build_dataset(cfg.data, "train")
+            clips = toy_data.get_batch(fit_data, range(min(256, len(fit_data))))["video"].to(device)
+            for vae in (model, ema):
+                vae.fit_latent_stats(clips)
+            extra["latent_stats_fitted"] = True
         save_checkpoint(ckpt_path, {"model": model.state_dict(), "ema": ema.state_dict(),
                                     "optimizer": optimizer.state_dict(), "step": step,
                                     "config": cfg.to_dict(), "rng": rng_state(),
-                                    "scheduler": {"name": "warmup_cosine", "lr": lr_at(max(step - 1, 0), o)}})
+                                    "scheduler": {"name": "warmup_cosine", "lr": lr_at(max(step - 1, 0), o)},
+                                    **extra})
         plot_losses(log_path, out_dir / "loss.png")
 
     t_start = time.time()
@@ -279,7 +303,8 @@ def main(argv=None) -> dict:
         lr = lr_at(step, o)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, cond, sigma, noise, self_cond_draw = make_batch(cfg, data, step, rank, world, device)
+        x, cond, sigma, noise, self_cond_draw = make_batch(cfg, data, step, rank, world, device,
+                                                           getattr(model, "autoencoder", None))
         optimizer.zero_grad(set_to_none=True)
         # Gradient accumulation: the rank's batch in equal micro-batches; each loss is a mean over its
         # micro-batch, so dividing by their number makes the summed gradient that of the whole batch.

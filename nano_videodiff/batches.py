@@ -13,7 +13,7 @@ import torch
 
 import toy_data
 
-from . import masking, modality
+from . import latent, masking, modality
 from .conditioning import DROPPED_LABEL, Cond
 from .edm import sample_training_sigma
 
@@ -52,8 +52,12 @@ class TrainingData:
                                     video_labels=clips.get("labels"), image_labels=images.get("labels"))
 
 
-def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device):
-    """The global batch of ``step`` (the same whatever the world size), this rank's slice of it."""
+def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device, autoencoder=None):
+    """The global batch of ``step`` (the same whatever the world size), this rank's slice of it.
+
+    With an ``autoencoder`` (latent diffusion, latent.py) the videos are encoded on ``device`` first, and
+    everything after (noise, masks) has the latent shape.
+    """
     g = torch.Generator().manual_seed(cfg.run.seed * 1_000_003 + step)
     B = cfg.optim.batch_size
     if cfg.data.num_train_clips > 0:  # a fixed training set of N clips, sampled with replacement
@@ -70,14 +74,17 @@ def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device
     else:  # plain videos: each rank loads only its own clips
         batch = toy_data.get_batch(data.videos, indices[mine].tolist())
     x = batch["video"]
+    is_image = batch["frame_interval"] == 0 if cfg.data.image_fraction > 0 else None
+    if autoencoder is not None:
+        x = latent.encode(autoencoder, x.to(device), None if is_image is None else is_image.to(device)).cpu()
     noise = torch.randn((B, *x.shape[1:]), generator=torch.Generator().manual_seed(cfg.run.seed * 7919 + step))
     labels = None
     if cfg.data.num_classes > 0:
         labels = torch.where(drop[mine], DROPPED_LABEL, batch["labels"].long())
     cond = Cond(labels=labels, frame_interval=batch["frame_interval"])
-    if cfg.data.image_fraction > 0:  # images as videos (interval 0): their frames must not be mixed in time
-        cond = cond.replace(is_image=batch["frame_interval"] == 0)
-    mixture = masking.mixture_from_config(cfg.task, cfg.data.num_frames)
+    if is_image is not None:  # images as videos (interval 0): their frames must not be mixed in time
+        cond = cond.replace(is_image=is_image)
+    mixture = masking.mixture_from_config(latent.latent_task_config(cfg), x.shape[1])
     if mixture is not None:  # VDT mask modeling: which positions are given as clean context
         t, _, h, w = x.shape[1:]
         known, _ = mixture.sample(B, t, h, w, generator=g)

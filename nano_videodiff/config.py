@@ -178,14 +178,16 @@ class Config:
     def validate(self) -> "Config":
         """Catch inconsistent settings before any work starts, with a message that says what to change."""
         d, m, t, o, r = self.data, self.model, self.task, self.optim, self.run
+        model_resolution = d.resolution // m.vae_spatial_down if d.autoencoder else d.resolution
         checks = [
             (r.dtype in ("bf16", "fp16", "fp32"), f"--dtype must be bf16, fp16 or fp32, got {r.dtype!r}"),
             (r.parallel in ("ddp", "fsdp"), f"--parallel must be ddp or fsdp, got {r.parallel!r}"),
             (o.grad_accum_steps >= 1, f"--grad_accum_steps must be >= 1, got {o.grad_accum_steps}"),
             (o.optimizer in ("adamw", "lamb"), f"--optimizer must be adamw or lamb, got {o.optimizer!r}"),
             (d.num_frames >= 1 and d.resolution >= 1, "--num_frames and --resolution must be positive"),
-            (d.resolution % m.patch_size == 0,
-             f"--resolution={d.resolution} must be divisible by --patch_size={m.patch_size}"),
+            (m.backbone == "causal_vae" or model_resolution % m.patch_size == 0,
+             f"the model's input ({model_resolution} pixels{' of latents' if d.autoencoder else ''}) must be "
+             f"divisible by --patch_size={m.patch_size}"),
             (t.num_context < d.num_frames,
              f"--num_context={t.num_context} leaves nothing to generate with --num_frames={d.num_frames}"),
             (0.0 <= d.image_fraction <= 1.0, f"--image_fraction must be in [0, 1], got {d.image_fraction}"),

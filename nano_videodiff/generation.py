@@ -14,6 +14,7 @@ from typing import Optional
 
 import torch
 
+from . import latent
 from .conditioning import Cond
 from .sampler import edm_sigmas, sample
 
@@ -38,6 +39,14 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
                          "masked model, or cfg_scale=1")
     if cfg_scale != 1.0 and guidance == "context" and known is None:
         raise ValueError("context guidance needs given content (a task other than 'generate')")
+    vae = getattr(model, "autoencoder", None)  # latent diffusion (latent.py): sample latents, then decode
+    pixel_known, pixel_known_x = known, known_x
+    if vae is not None:
+        d = latent.latent_data_config(cfg)
+        if known is not None:
+            known = latent.latent_known(known, cfg.data.num_frames, cfg.model.vae_temporal_down)
+            latent.check_latent_task(pixel_known, known, cfg.data.num_frames, cfg.model.vae_temporal_down)
+            known_x = torch.cat([latent.encode(vae, part.to(device)).cpu() for part in known_x.split(batch_size)])
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(num_videos, d.num_frames, d.channels, d.resolution, d.resolution, generator=g)
     sigmas = edm_sigmas(steps or diff.sample_steps, diff.sigma_min, diff.sigma_max, diff.rho, device=device)
@@ -54,11 +63,18 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
                     known=take(known), known_x=take(known_x))
         uncond = cond.replace(known=None, known_x=None) if guidance == "context" else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
-            out.append(sample(model, noise[part].to(device), sigmas, cond, solver=solver or diff.solver,
-                              S_churn=S_churn, sigma_in=model.sigma_in, cfg_scale=cfg_scale, uncond=uncond,
-                              generator=churn_gen, progress=progress).cpu())
+            videos = sample(model, noise[part].to(device), sigmas, cond, solver=solver or diff.solver,
+                            S_churn=S_churn, sigma_in=model.sigma_in, cfg_scale=cfg_scale, uncond=uncond,
+                            generator=churn_gen, progress=progress)
+        if vae is not None:
+            is_image = None if interval > 0 else torch.ones(n, dtype=torch.bool, device=device)
+            videos = latent.decode(vae, videos, is_image)
+        out.append(videos.cpu())
     # Data lives in [-1, 1]; clamping the final sample is standard (and leaves given content untouched).
-    return torch.cat(out).clamp(-1, 1)
+    videos = torch.cat(out).clamp(-1, 1)
+    if vae is not None and pixel_known is not None:  # given frames as given, not as reconstructed
+        videos = torch.where(pixel_known.expand_as(videos), pixel_known_x, videos)
+    return videos
 
 
 def show_known(known_x: torch.Tensor, known: torch.Tensor, fill: float = 0.0) -> torch.Tensor:

@@ -26,22 +26,38 @@ def backbone_class(name: str):
 
 
 def build_backbone(cfg) -> nn.Module:
-    return backbone_class(cfg.model.backbone).from_config(cfg.model, cfg.data)
+    """The backbone for the tensors it will see: pixels, or latents with ``--autoencoder`` (latent.py)."""
+    from .latent import latent_data_config
+    if cfg.model.backbone == "causal_vae":
+        raise ValueError("causal_vae is an autoencoder, not a diffusion backbone: train.py trains it with a "
+                         "reconstruction loss; use it for diffusion through --autoencoder=<its ckpt.pt>")
+    return backbone_class(cfg.model.backbone).from_config(cfg.model, latent_data_config(cfg))
 
 
 def resolved_sigma_in(cfg) -> float:
     """``diffusion.sigma_in``, or for 0 ("auto") Snap Video's ``s * sqrt(T)`` from the data shape."""
-    d = cfg.diffusion
+    from .latent import latent_data_config
+    d, data = cfg.diffusion, latent_data_config(cfg)
     if d.sigma_in > 0:
         return d.sigma_in
-    return input_scale(cfg.data.num_frames, cfg.data.resolution, cfg.data.resolution,
-                       d.sigma_in_base_h, d.sigma_in_base_w)
+    return input_scale(data.num_frames, data.resolution, data.resolution, d.sigma_in_base_h, d.sigma_in_base_w)
 
 
 def build_denoiser(cfg) -> Denoiser:
+    """EDM's denoiser around the backbone; for latent diffusion it also holds the frozen autoencoder."""
+    from .latent import build_frozen_autoencoder, uses_latents
     d = cfg.diffusion
-    return Denoiser(build_backbone(cfg), sigma_data=d.sigma_data, sigma_in=resolved_sigma_in(cfg),
-                    P_mean=d.P_mean, P_std=d.P_std)
+    denoiser = Denoiser(build_backbone(cfg), sigma_data=d.sigma_data, sigma_in=resolved_sigma_in(cfg),
+                        P_mean=d.P_mean, P_std=d.P_std)
+    if uses_latents(cfg):
+        denoiser.autoencoder = build_frozen_autoencoder(cfg)  # weights: train.py loads them (latent.py)
+    return denoiser
+
+
+def build_autoencoder(cfg) -> nn.Module:
+    """Stage 1 of latent diffusion (W.A.L.T Sec. 4.1): ``--backbone=causal_vae`` trains this."""
+    from .causal_vae import CausalVAE
+    return CausalVAE.from_config(cfg.model, cfg.data)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
