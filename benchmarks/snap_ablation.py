@@ -171,7 +171,7 @@ def image_mode_loss(mode: str, image_sigma_in: float, video_interval: float):
                 interval = torch.where(is_image, torch.full_like(cond.frame_interval, video_interval),
                                        cond.frame_interval)
                 return super().forward(x, cond.replace(frame_interval=interval), sigma, noise, self_cond_draw)
-            b, total, denoiser = x.shape[0], 0.0, self.denoiser
+            b, total, denoiser = x.shape[0], 0.0, self.model
             video_sigma_in = denoiser.sigma_in
             for rows, image in ((~is_image, False), (is_image, True)):
                 if not rows.any():
