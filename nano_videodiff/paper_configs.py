@@ -7,7 +7,8 @@ and we read pixels. ``PAPER_PARAMETERS`` holds the size each paper names; ``test
 builds every preset on the ``meta`` device (no memory is allocated) and compares, and the README lists both.
 
 Sources (``shared/research``): VDT ``walt_vdt_vldm.md`` Sec. 2.2 (models.py configs); Snap Video FIT
-``snap_edm_fit.md`` (Table 8, also ``fit.SNAPVIDEO_PRESETS``).
+``snap_edm_fit.md`` (Table 8, also ``fit.SNAPVIDEO_PRESETS``); W.A.L.T ``walt_vdt_vldm.md`` Sec. 1
+(Tables 1, 3d, 8; also ``walt.WALT_PRESETS``).
 """
 from __future__ import annotations
 
@@ -67,11 +68,50 @@ def _snapvideo(name: str) -> Callable[[], Config]:
     return preset
 
 
+def _walt(stage: str) -> Callable[[], Config]:
+    """W.A.L.T (Sec. 4, Table 8): a causal autoencoder (17 x 128^2 -> 5 x 16^2 x 8), then the transformer.
+
+    ``walt_vae`` is stage 1 (f_s = 8, f_t = 4, c = 8, base width 128, multipliers 1,2,2,4). ``walt_l`` is the
+    Kinetics-600 model (frame prediction from 5 frames = 2 latent frames), ``walt_xl`` the UCF-101 one
+    (class-conditional; here the 8 toy Physion scenarios are the classes). Both read 5 x 16 x 16 latents
+    with patch 1 and 5 x 8 x 8 spatiotemporal windows, AdaLN-LoRA r = 2, AdamW lr 5e-4 (Table 8).
+    """
+    def preset() -> Config:
+        cfg = Config()
+        d, m = cfg.data, cfg.model
+        d.dataset, d.scenario, d.fps, d.num_frames, d.resolution = "physion", "all", 8.0, 17, 128
+        d.num_train_clips = 0
+        m.vae_channels, m.vae_channel_mult, m.vae_latent_channels = 128, "1,2,2,4", 8
+        m.vae_spatial_down, m.vae_temporal_down = 8, 4
+        cfg.optim.lr, cfg.optim.batch_size = 5e-4, 256
+        cfg.run.out_dir = f"out/{stage}"
+        if stage == "walt_vae":
+            m.backbone = "causal_vae"
+            cfg.optim.max_steps = 270_000
+            return cfg
+        d.autoencoder = "out/walt_vae/ckpt.pt"
+        cfg.diffusion.sigma_data = 1.0  # the latents are normalised to unit variance
+        m.backbone, m.patch_size, m.heads, m.adaln_lora_rank = "walt", 1, 16, 2
+        m.walt_window_t, m.walt_window_h, m.walt_window_w = 0, 8, 8
+        if stage == "walt_l":
+            m.depth, m.dim = 24, 1024
+            cfg.task.masking, cfg.task.num_context = "predict", 5
+            cfg.optim.max_steps = 270_000
+        else:
+            m.depth, m.dim, d.num_classes = 28, 1152, 8
+            cfg.optim.max_steps = 60_000
+        return cfg
+    return preset
+
+
 PAPER_PRESETS: Dict[str, Callable[[], Config]] = {
     "vdt_s2": _vdt(depth=12, dim=384, heads=6),
     "vdt_l2": _vdt(depth=28, dim=1152, heads=16),
     "snapvideo_500m": _snapvideo("snapvideo_500m"),
     "snapvideo_3.9b": _snapvideo("snapvideo_3.9b"),
+    "walt_vae": _walt("walt_vae"),
+    "walt_l": _walt("walt_l"),
+    "walt_xl": _walt("walt_xl"),
 }
 
 # What each paper (or its code) says, and how sure we are (see the fact sheets).
@@ -80,4 +120,8 @@ PAPER_PARAMETERS = {
     "vdt_l2": (859.7e6, "computed from VDT's models.py layer shapes"),
     "snapvideo_500m": (500e6, "Snap Video Table 8"),
     "snapvideo_3.9b": (3.9e9, "Snap Video Table 8"),
+    "walt_l": (313e6, "W.A.L.T Table 1 (AdaLN-LoRA r = 2)"),
+    "walt_xl": (460e6, "W.A.L.T Table 1"),
 }
+# Stage-1 autoencoders have no parameter count in their paper; they are listed with their measured size.
+AUTOENCODERS = ("walt_vae",)

@@ -1,0 +1,109 @@
+"""Named presets: a function per experiment that returns a full ``Config`` (``python train.py --config=NAME``).
+
+Toy presets live here (CPU, minutes); the papers' full-size models are in ``paper_configs.py`` and are
+registered into the same ``PRESETS`` table. ``smoke`` runs in seconds (the tests use it);
+``physion_collide`` is the default main job of ``python train.py``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+from .config import Config
+
+def _bouncing_balls() -> Config:
+    """Bouncing balls: 2 balls, 16 frames of 32x32, unconditional generation with a 1.8M-parameter VDT."""
+    cfg = Config()
+    cfg.optim.max_steps = 1000  # ~10 minutes on a 2-core CPU in bf16
+    cfg.run.out_dir = "out/bouncing_balls"
+    return cfg
+
+
+def _smoke() -> Config:
+    """Seconds on a CPU: a tiny model on tiny clips. The tests train with it."""
+    cfg = Config()
+    cfg.data.num_frames, cfg.data.resolution = 4, 16
+    cfg.model.dim, cfg.model.depth, cfg.model.heads = 32, 1, 2
+    cfg.optim.batch_size, cfg.optim.max_steps, cfg.optim.warmup_steps = 4, 20, 2
+    cfg.optim.ema_halflife = 5.0
+    cfg.diffusion.sample_steps = 4
+    cfg.run.out_dir, cfg.run.dtype = "out/smoke", "fp32"
+    cfg.run.log_every, cfg.run.ckpt_every, cfg.run.preview_every = 5, 10, 10
+    cfg.run.num_preview, cfg.run.preview_steps = 2, 3
+    return cfg
+
+
+def _physion(scenario: str) -> Callable[[], Config]:
+    """Toy Physion, VDT's setting: 16 frames at 10 fps, the first 8 given, the last 8 predicted."""
+    def preset() -> Config:
+        cfg = Config()
+        d = cfg.data
+        d.dataset, d.scenario, d.fps = "physion", scenario, 10.0
+        d.num_train_clips, d.num_test_clips = 4096, 256
+        cfg.task.masking, cfg.task.num_context, cfg.task.context_dropout = "predict", 8, 0.1
+        cfg.optim.max_steps = 1200  # ~15 minutes on a 2-core CPU in bf16 (README)
+        if scenario == "all":  # one model for the eight scenarios, told which one it is
+            d.num_classes = 8
+        cfg.run.out_dir = f"out/physion_{scenario}"
+        return cfg
+    return preset
+
+
+def _moving_mnist() -> Config:
+    """Moving MNIST's protocol: 20 frames of 64x64, 10 given -> 10 predicted."""
+    cfg = Config()
+    d = cfg.data
+    d.dataset, d.num_frames, d.resolution, d.channels, d.num_balls, d.fps = "moving_mnist", 20, 64, 1, 2, 10.0
+    cfg.model.patch_size = 8
+    cfg.task.masking, cfg.task.num_context, cfg.task.context_dropout = "predict", 10, 0.1
+    cfg.run.out_dir = "out/moving_mnist"
+    return cfg
+
+
+def _bouncing_balls_tasks() -> Config:
+    """One model for all of VDT's tasks on bouncing balls (masking.MaskMixture's default mixture)."""
+    cfg = _bouncing_balls()
+    cfg.task.masking = "vdt"
+    cfg.run.out_dir = "out/bouncing_balls_tasks"
+    return cfg
+
+
+def _with_fit(base: Callable[[], Config], name: str) -> Callable[[], Config]:
+    """The same experiment with Snap Video's FIT backbone (toy size: 2 blocks x 2 global layers)."""
+    def preset() -> Config:
+        cfg = base()
+        m = cfg.model
+        m.backbone, m.dim, m.heads, m.depth = "fit", 128, 4, 2
+        m.fit_num_latents, m.fit_global_layers = 64, 2
+        # groups: all frames x a quarter of the patch grid in each direction (4 groups)
+        m.fit_group_h = m.fit_group_w = max(1, cfg.data.resolution // m.patch_size // 2)
+        cfg.run.out_dir = f"out/{name}"
+        return cfg
+    return preset
+
+
+PRESETS: Dict[str, Callable[[], Config]] = {
+    "bouncing_balls": _bouncing_balls,
+    "bouncing_balls_tasks": _bouncing_balls_tasks,
+    "moving_mnist": _moving_mnist,
+    "smoke": _smoke,
+    **{f"physion_{name}": _physion(name) for name in
+       ("dominoes", "support", "collide", "contain", "drop", "link", "roll", "drape", "all")},
+}
+for _name in ("bouncing_balls", "physion_collide", "moving_mnist"):
+    PRESETS[f"{_name}_fit"] = _with_fit(PRESETS[_name], f"{_name}_fit")
+DEFAULT_PRESET = "physion_collide"
+
+
+def _register_paper_presets() -> None:
+    """The papers' full-size models (paper_configs.py)."""
+    from .paper_configs import PAPER_PRESETS
+    PRESETS.update(PAPER_PRESETS)
+
+
+_register_paper_presets()
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ValueError(f"unknown config preset {name!r}; available: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]()

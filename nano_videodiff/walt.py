@@ -1,0 +1,174 @@
+"""W.A.L.T's window-attention transformer: the backbone (Gupta et al. 2023, "Photorealistic Video Generation
+with Diffusion Models", Sec. 4.2-4.4, Fig. 2, Table 8; facts in ``shared/research/walt_vdt_vldm.md`` Sec. 1.2-1.3).
+The ideas it stacks (windows, the identity mask for images, AdaLN-LoRA) are in ``window_attention.py``.
+
+Shape walk-through for one forward pass (B samples, T frames, C channels, H x W, patch p):
+
+    x (B, T, C, H, W) --concat(x, known*x, known)--> (B, T, 2C+1, H, W)          frame prediction, Sec. 4.4
+      --patchify each frame--> (B, T, N, (2C+1) p^2) --linear--> tokens (B, T, H/p, W/p, D)
+      + learnable space embedding (per patch position) + learnable time embedding (per frame)   Sec. 4.2
+    block 1, 3, 5, ...: spatial window        1 x H/p x W/p      + MLP
+    block 2, 4, 6, ...: spatiotemporal window wt x wh x ww       + MLP   (images: identity, Sec. 4.2)
+    final adaLN + linear --unpatchify--> (B, T, C, H, W)
+
+A block is one window self-attention + one MLP, both pre-norm and modulated by that block's 6 vectors A_i
+from AdaLN-LoRA (Eq. 3); ``depth`` counts blocks, i.e. Table 8's "layers" (24 for W.A.L.T-L: 12 spatial, 12
+spatiotemporal). The conditioning is c = emb(c_noise) + emb(label) + emb(frame interval); q and k are
+RMS-normalised (qk-norm, Sec. 5.2). The output layer is zero-initialised, so the network starts at 0.
+
+Conditioning on given frames (Sec. 4.4): W.A.L.T concatenates c_fp = (m * z, m) to the noisy latent along
+channels. Here the Denoiser has already put the known content (at unit scale) into x at known positions,
+so the patch embedding reads ``concat(x, known * x, known)``: the known content on its own channels and a
+one-channel mask. With no ``cond.known`` both extra inputs are zeros (the same network, unconditional).
+
+Images: ``cond.is_image`` (B,) marks samples whose T frames are independent images (modality.py). Each such
+frame is what the paper feeds as a one-frame image: it gets the time embedding of the first frame (the
+paper's rule, Sec. 4.2), the spatial blocks see each frame alone, and the spatiotemporal blocks pass it
+through unchanged, so every frame of an image sample is processed exactly as the same frame alone would be.
+
+Not implemented (see README/report): relative position embeddings (Swin-style, Sec. 4.2), text
+cross-attention (Sec. 4.3), self-conditioning (Sec. 4.3); the exact sub-layer order of Fig. 2 is unconfirmed.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from .conditioning import Cond
+from .layers import AdaLNModulation, LabelEmbedder, Mlp, ScalarEmbedder, check_video, modulate, patchify, unpatchify
+from .window_attention import AdaLNLoRA, WindowAttentionLayer, check_window
+
+
+class WALTBlock(nn.Module):
+    """Window self-attention (spatial or spatiotemporal) then an MLP, modulated by A_i = 6 vectors (B, 6D):
+    (shift, scale, gate) of the attention and of the MLP: Eq. 3's beta_1, gamma_1, alpha_1, beta_2, gamma_2, alpha_2."""
+
+    def __init__(self, dim: int, heads: int, kind: str, window: Sequence[int], mlp_ratio: float = 4.0,
+                 qk_norm: bool = True):
+        super().__init__()
+        self.attn = WindowAttentionLayer(dim, heads, kind, window, qk_norm)
+        self.norm_mlp = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(dim, mlp_ratio)
+
+    def forward(self, x: torch.Tensor, modulation: torch.Tensor, is_image: Optional[torch.Tensor] = None):
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = (m[:, None, None, None] for m in modulation.chunk(6, -1))
+        x = self.attn(x, shift_a, scale_a, gate_a, is_image)
+        return x + gate_m * self.mlp(modulate(self.norm_mlp(x), shift_m, scale_m))
+
+
+class WALT(nn.Module):
+    """Backbone contract (DESIGN.md Sec. 4): ``forward(x, c_noise, cond) -> out`` with out.shape == x.shape.
+
+    x:       (B, T, C, H, W), already scaled by c_in; T <= num_frames, H = height, W = width.
+    c_noise: (B,) = ln(sigma) / 4.
+    cond:    reads ``labels`` (if num_classes > 0), ``frame_interval``, ``known`` and ``is_image``.
+    window:  the spatiotemporal window (frames, height, width) in tokens; 0 = the whole axis (the paper's
+             1 + t frames is 0). It must divide the token grid (T, H/p, W/p).
+    adaln_lora_rank: r of Eq. 3; 0 = a separate full adaLN per block.
+    """
+
+    def __init__(self, in_channels: int = 3, num_frames: int = 16, height: int = 32, width: int = 32,
+                 patch_size: int = 4, dim: int = 128, depth: int = 4, heads: int = 4, mlp_ratio: float = 4.0,
+                 num_classes: int = 0, qk_norm: bool = True, window: Sequence[int] = (0, 4, 4),
+                 adaln_lora_rank: int = 2):
+        super().__init__()
+        if height % patch_size or width % patch_size:
+            raise ValueError(f"frames {height}x{width} are not divisible by the patch size {patch_size}")
+        self.in_channels, self.patch_size, self.dim, self.num_frames = in_channels, patch_size, dim, num_frames
+        self.grid = (height // patch_size, width // patch_size)
+        self.window = tuple(window)
+        check_window(self.window, (num_frames, *self.grid), "spatiotemporal window")
+        self.embed = nn.Linear((2 * in_channels + 1) * patch_size**2, dim)  # reads concat(x, known*x, known)
+        self.space_embed = nn.Parameter(torch.randn(*self.grid, dim) * 0.02)  # learnable absolute positions
+        self.time_embed = nn.Parameter(torch.randn(num_frames, dim) * 0.02)
+        self.noise_embed = ScalarEmbedder(dim)
+        self.interval_embed = ScalarEmbedder(dim)
+        self.label_embed = LabelEmbedder(num_classes, dim) if num_classes > 0 else None
+        kinds = ["spatial" if i % 2 == 0 else "spatiotemporal" for i in range(depth)]
+        self.blocks = nn.ModuleList(WALTBlock(dim, heads, k, self.window, mlp_ratio, qk_norm) for k in kinds)
+        self.modulation = AdaLNLoRA(dim, depth, adaln_lora_rank)
+        self.final_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.final_ada = AdaLNModulation(dim, 2)
+        self.final = nn.Linear(dim, in_channels * patch_size**2)
+        nn.init.zeros_(self.final.weight)  # zero output at init: D starts as c_skip * x_sigma
+        nn.init.zeros_(self.final.bias)
+
+    @classmethod
+    def from_config(cls, model_cfg, data_cfg) -> "WALT":
+        return cls(in_channels=data_cfg.channels, num_frames=data_cfg.num_frames, height=data_cfg.resolution,
+                   width=data_cfg.resolution, patch_size=model_cfg.patch_size, dim=model_cfg.dim,
+                   depth=model_cfg.depth, heads=model_cfg.heads, mlp_ratio=model_cfg.mlp_ratio,
+                   num_classes=data_cfg.num_classes, qk_norm=model_cfg.qk_norm,
+                   window=(model_cfg.walt_window_t, model_cfg.walt_window_h, model_cfg.walt_window_w),
+                   adaln_lora_rank=model_cfg.adaln_lora_rank)
+
+    def conditioning_vector(self, c_noise: torch.Tensor, cond: Cond, batch: int) -> torch.Tensor:
+        """c = emb(c_noise) + emb(frame interval) + emb(label): one vector per sample (as vdt.VDT)."""
+        c = self.noise_embed(c_noise)
+        interval = cond.frame_interval
+        if interval is None:  # not given: interval 0 for every sample
+            interval = torch.zeros(batch, device=c.device)
+        c = c + self.interval_embed(torch.as_tensor(interval, device=c.device).float().expand(batch))
+        if self.label_embed is not None:
+            if cond.labels is None:
+                raise ValueError("this model was built with labels (num_classes > 0): pass cond.labels "
+                                 "(use DROPPED_LABEL for unconditional samples)")
+            c = c + self.label_embed(cond.labels.to(c.device))
+        return c
+
+    def positions(self, batch: int, frames: int, is_image: Optional[torch.Tensor]) -> torch.Tensor:
+        """Space + time embedding (B, T, H/p, W/p, D); every frame of an image sample gets frame 0's time."""
+        frame = torch.arange(frames, device=self.time_embed.device).expand(batch, frames)
+        if is_image is not None:
+            frame = torch.where(is_image.to(frame.device)[:, None], 0, frame)
+        return self.space_embed[None, None] + self.time_embed[frame][:, :, None, None]
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Optional[Cond] = None) -> torch.Tensor:
+        cond = cond if cond is not None else Cond()
+        check_video(x, self.in_channels, self.patch_size)
+        b, t, ch, h, w = x.shape
+        p = self.patch_size
+        if t > self.num_frames or (h // p, w // p) != self.grid:
+            raise ValueError(f"this WALT was built for up to {self.num_frames} frames of "
+                             f"{self.grid[0] * p}x{self.grid[1] * p} (learned position embeddings); got {t} frames "
+                             f"of {h}x{w}. Build it with num_frames/height/width (data config) for this shape")
+        check_window(self.window, (t, *self.grid), "spatiotemporal window")
+        known = torch.zeros(b, t, 1, h, w, dtype=x.dtype, device=x.device)
+        if cond.known is not None:
+            known = cond.known.to(x.device).expand(b, t, 1, h, w).to(x.dtype)
+        patches = patchify(torch.cat([x, known * x, known], dim=2), p)  # (B, T, N, (2C+1) p^2)
+        tokens = self.embed(patches).unflatten(2, self.grid)  # (B, T, H/p, W/p, D)
+        tokens = tokens + self.positions(b, t, cond.is_image).to(tokens.dtype)
+        c = self.conditioning_vector(c_noise, cond, b)
+        for block, modulation in zip(self.blocks, self.modulation(c)):
+            tokens = block(tokens, modulation, cond.is_image)
+        shift, scale = (m[:, None, None, None] for m in self.final_ada(c))
+        out = self.final(modulate(self.final_norm(tokens), shift, scale))  # (B, T, H/p, W/p, C p^2)
+        return unpatchify(out.flatten(2, 3), p, ch, h, w)
+
+
+# ----------------------------------------------------------------------------------------------
+# Paper-size presets (Table 1, Table 8; the layer/width mapping is inferred, see the fact sheet Sec. 1.2)
+# ----------------------------------------------------------------------------------------------
+
+_LATENT = dict(in_channels=8, num_frames=5, height=16, width=16, patch_size=1, window=(5, 8, 8),
+               adaln_lora_rank=2, mlp_ratio=4.0, qk_norm=True)  # 17x128x128 video -> 5x16x16x8 latent
+WALT_PRESETS = {
+    # Kinetics-600 frame prediction (no classes): 24 layers x 1024 x 16 heads; Table 1: 313M.
+    "walt_l": dict(_LATENT, dim=1024, depth=24, heads=16, num_classes=0),
+    # UCF-101 class-conditional (101 classes): 28 layers x 1152 x 16 heads; Table 1: 460M.
+    "walt_xl": dict(_LATENT, dim=1152, depth=28, heads=16, num_classes=101),
+    # Toy: 16 frames of 32x32 RGB, patch 4 -> 16 x 8 x 8 tokens, spatiotemporal windows 16 x 4 x 4.
+    "toy": dict(in_channels=3, num_frames=16, height=32, width=32, patch_size=4, dim=128, depth=4, heads=4,
+                window=(0, 4, 4), adaln_lora_rank=2, num_classes=0),
+}
+PAPER_PARAMETERS = {"walt_l": 313e6, "walt_xl": 460e6}  # Table 1
+
+
+def walt_config(name: str) -> dict:
+    """Keyword arguments of ``WALT`` for a preset: ``WALT(**walt_config("walt_l"))``."""
+    if name not in WALT_PRESETS:
+        raise ValueError(f"unknown WALT preset {name!r}; available: {', '.join(WALT_PRESETS)}")
+    return dict(WALT_PRESETS[name])
