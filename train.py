@@ -21,7 +21,6 @@ import math
 import os
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -34,6 +33,10 @@ from nano_videodiff import config as config_lib
 from nano_videodiff import masking
 from nano_videodiff.batches import TrainingData, make_batch  # what one training step sees
 from nano_videodiff.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from nano_videodiff.distributed import (apply_activation_checkpointing, autocast_context, full_optimizer_state_dict,
+                                        full_state_dict, gathered_parameters, grad_scaler,
+                                        load_full_optimizer_state_dict, micro_batches, no_sync_if,
+                                        wrap_for_training)
 from nano_videodiff.edm import Denoiser
 from nano_videodiff.latent import load_autoencoder_weights, uses_latents
 from nano_videodiff.models import build_autoencoder, build_denoiser, count_parameters
@@ -81,13 +84,28 @@ def lr_at(step: int, o) -> float:
 
 
 @torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, step: int, halflife: float) -> None:
-    """EMA of the weights with half-life ``halflife`` steps; the warm-up (1+t)/(10+t) lets early EMA track."""
+def ema_update(ema: nn.Module, parameters, buffers, step: int, halflife: float) -> None:
+    """EMA of the weights with half-life ``halflife`` steps; the warm-up (1+t)/(10+t) lets early EMA track.
+
+    ``parameters``: the model's parameters as full tensors, in order (under FSDP, gathered on every rank).
+    """
     decay = min(0.5 ** (1.0 / max(halflife, 1e-8)), (1 + step) / (10 + step))
-    for e, p in zip(ema.parameters(), model.parameters()):
+    for e, p in zip(ema.parameters(), parameters):
         e.lerp_(p.detach(), 1 - decay)
-    for e, b in zip(ema.buffers(), model.buffers()):
+    for e, b in zip(ema.buffers(), buffers):
         e.copy_(b)
+
+
+def build_optimizer(parameters, o):
+    """AdamW or LAMB; weight decay on matrices only, not on biases, norms and embedding vectors."""
+    decay = [p for p in parameters if p.ndim >= 2]
+    no_decay = [p for p in parameters if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if o.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2))
+    if o.optimizer == "lamb":  # layer-wise trust ratios (You et al. 2019); Snap Video's FIT optimizer
+        return LAMB(groups, lr=o.lr, betas=(o.beta1, o.beta2))
+    raise ValueError(f"--optimizer must be adamw or lamb, got {o.optimizer!r}")
 
 
 def rng_state() -> dict:
@@ -230,26 +248,13 @@ def main(argv=None) -> dict:
     if cfg.model.freeze_image_model and hasattr(network, "freeze_image_model"):
         network.freeze_image_model()  # Video LDM: only the temporal layers learn
     model = model.to(device)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    decay, no_decay = [], []  # weight decay on matrices only, not on biases, norms and embedding vectors
-    for p in trainable:
-        (decay if p.ndim >= 2 else no_decay).append(p)
-    o = cfg.optim
-    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if o.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2))
-    elif o.optimizer == "lamb":  # layer-wise trust ratios (You et al. 2019); Snap Video's FIT optimizer
-        optimizer = LAMB(groups, lr=o.lr, betas=(o.beta1, o.beta2))
-    else:
-        raise ValueError(f"--optimizer must be adamw or lamb, got {o.optimizer!r}")
     start_step = 0
-    if ckpt is not None:
+    if ckpt is not None:  # resume: the weights go in before any wrapping (every rank reads the file)
         load_model_state(model, ckpt["model"])
-        load_model_state(ema, ckpt["ema"], "EMA")
-        optimizer.load_state_dict(ckpt["optimizer"])
         start_step = int(ckpt["step"])
-        set_rng_state(ckpt["rng"])
+    ema = copy.deepcopy(model).requires_grad_(False)  # a plain, full copy on every rank
+    if ckpt is not None:
+        load_model_state(ema, ckpt["ema"], "EMA")
     if master:
         frozen = count_parameters(network) - count_parameters(network, trainable_only=True)
         print(f"{cfg.model.backbone}: {count_parameters(network) / 1e6:.2f}M parameters"
@@ -259,14 +264,28 @@ def main(argv=None) -> dict:
               + (" (auto: s*sqrt(T), Snap Video Sec. 3.2)" if cfg.diffusion.sigma_in == 0 else "")
               + (f"; diffusion on latents of {cfg.data.autoencoder}" if uses_latents(cfg) else ""))
 
+    # ---- how a step runs: activation checkpointing, compile, DDP or FSDP, precision (distributed.py) -------
+    if cfg.run.activation_checkpointing:  # recompute each block in backward: memory for compute
+        apply_activation_checkpointing(network)
     step_module = TrainingLoss(model)
-    if cfg.run.compile:
-        step_module = torch.compile(step_module)
-    if distributed:
-        # Optional inputs (a known mask, labels, self-conditioning) leave some parameters unused in
-        # some steps; DDP must be told, or it waits forever for their gradients.
-        step_module = nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=True)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.run.dtype == "bf16" else nullcontext())
+    strategy = cfg.run.parallel if distributed else "none"
+    if strategy == "fsdp":  # shard the parameters in place, then compile the sharded module
+        step_module = wrap_for_training(step_module, "fsdp", device)
+        if cfg.run.compile:
+            step_module.compile()
+    else:
+        if cfg.run.compile:
+            step_module = torch.compile(step_module)
+        step_module = wrap_for_training(step_module, strategy, device)  # DDP (or the module itself)
+    # The optimizer comes after the wrapping: FSDP replaces each parameter by this rank's shard.
+    o = cfg.optim
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(trainable, o)
+    if ckpt is not None:
+        load_full_optimizer_state_dict(model, optimizer, ckpt["optimizer"])
+        set_rng_state(ckpt["rng"])
+    autocast, scaler = autocast_context(device, cfg.run.dtype), grad_scaler(device, cfg.run.dtype)
+    autoencoder = getattr(model, "autoencoder", None)  # latent diffusion: make_batch encodes the videos
 
     # ---- training loop -------------------------------------------------------------------------------
     log_path = out_dir / "log.jsonl"
@@ -277,18 +296,20 @@ def main(argv=None) -> dict:
         log_path.write_text("")
 
     def checkpoint(step):
-        if not master:
-            return
+        """Every rank takes part (FSDP gathers the shards); rank 0 writes full tensors with plain names."""
         extra = {}
         if autoencoder_stage and step == o.max_steps:  # W.A.L.T normalises latents before diffusion
             fit_data = toy_data.build_dataset(cfg.data, "train")
             clips = toy_data.get_batch(fit_data, range(min(256, len(fit_data))))["video"].to(device)
-            for vae in (model, ema):
-                vae.fit_latent_stats(clips)
+            ema.fit_latent_stats(clips)  # with the EMA weights, which stage 2 uses
+            for name in ("latent_mean", "latent_std"):
+                getattr(model, name).copy_(getattr(ema, name))
             extra["latent_stats_fitted"] = True
-        save_checkpoint(ckpt_path, {"model": model.state_dict(), "ema": ema.state_dict(),
-                                    "optimizer": optimizer.state_dict(), "step": step,
-                                    "config": cfg.to_dict(), "rng": rng_state(),
+        model_state, optimizer_state = full_state_dict(model), full_optimizer_state_dict(model, optimizer)
+        if not master:
+            return
+        save_checkpoint(ckpt_path, {"model": model_state, "ema": ema.state_dict(), "optimizer": optimizer_state,
+                                    "step": step, "config": cfg.to_dict(), "rng": rng_state(),
                                     "scheduler": {"name": "warmup_cosine", "lr": lr_at(max(step - 1, 0), o)},
                                     **extra})
         plot_losses(log_path, out_dir / "loss.png")
@@ -303,28 +324,29 @@ def main(argv=None) -> dict:
         lr = lr_at(step, o)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, cond, sigma, noise, self_cond_draw = make_batch(cfg, data, step, rank, world, device,
-                                                           getattr(model, "autoencoder", None))
         optimizer.zero_grad(set_to_none=True)
-        # Gradient accumulation: the rank's batch in equal micro-batches; each loss is a mean over its
-        # micro-batch, so dividing by their number makes the summed gradient that of the whole batch.
-        # DDP all-reduces gradients only after the last micro-batch (no_sync before).
-        micro = o.grad_accum_steps
-        loss = 0.0
-        for i, part in enumerate(torch.arange(x.shape[0]).chunk(micro)):
-            sync = i == micro - 1 or not distributed
-            with (nullcontext() if sync else step_module.no_sync()), autocast:
-                micro_loss = step_module(x[part], cond.take(part), sigma[part], noise[part],
-                                         self_cond_draw[part]) / micro
-            if not torch.isfinite(micro_loss):
-                raise FloatingPointError(f"loss is {micro_loss.item()} at step {step}; lower --lr or try "
-                                         "--dtype=fp32")
-            micro_loss.backward()
-            loss = loss + micro_loss.detach()
+        # Gradient accumulation: micro-batch m of this rank is "virtual rank" r * A + m of the global batch
+        # (the same samples as without accumulation). Each loss is a mean over its micro-batch, so dividing
+        # by A makes the summed gradient that of the whole batch; gradients are averaged across ranks once,
+        # after the last micro-batch.
+        loss = torch.zeros((), device=device)
+        for micro, micro_rank, micro_world in micro_batches(rank, world, o.grad_accum_steps):
+            x, cond, sigma, noise, self_cond_draw = make_batch(cfg, data, step, micro_rank, micro_world, device,
+                                                               autoencoder)
+            with no_sync_if(step_module, micro < o.grad_accum_steps - 1):
+                with autocast:
+                    micro_loss = step_module(x, cond, sigma, noise, self_cond_draw) / o.grad_accum_steps
+                if not torch.isfinite(micro_loss):
+                    raise FloatingPointError(f"loss is {micro_loss.item()} at step {step}; lower --lr or try "
+                                             "--dtype=fp32")
+                scaler.scale(micro_loss).backward()  # fp16 on CUDA scales the loss; otherwise as is
+            loss += micro_loss.detach()
+        scaler.unscale_(optimizer)
         if o.grad_clip > 0:
-            nn.utils.clip_grad_norm_(trainable, o.grad_clip)
-        optimizer.step()
-        ema_update(ema, model, step, o.ema_halflife)
+            nn.utils.clip_grad_norm_(trainable, o.grad_clip)  # the global norm, also over FSDP shards
+        scaler.step(optimizer)
+        scaler.update()
+        ema_update(ema, gathered_parameters(model), model.buffers(), step, o.ema_halflife)
 
         reported = loss.detach()
         if distributed:  # log the global-batch loss, not this rank's half
@@ -348,6 +370,10 @@ def main(argv=None) -> dict:
         if master and cfg.run.preview_every > 0 and (done % cfg.run.preview_every == 0 or done == o.max_steps):
             write_preview(cfg, ema, device, out_dir / "previews" / f"step_{done:06d}")
         out_of_time = cfg.run.max_minutes > 0 and time.time() - t_start > 60 * cfg.run.max_minutes
+        if distributed and cfg.run.max_minutes > 0:  # every rank must stop at the same step
+            flag = torch.tensor(float(out_of_time), device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            out_of_time = bool(flag.item())
         stop_here = out_of_time or done == cfg.run.stop_at_step
         if done % cfg.run.ckpt_every == 0 or done == o.max_steps or stop_here:
             checkpoint(done)

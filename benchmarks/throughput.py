@@ -89,7 +89,7 @@ def train_step_fn(cfg, model, batch, dtype: str, optimizer_step: bool = True):
             if o.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
             optimizer.step()
-            ema_update(ema, model, next(steps), o.ema_halflife)
+            ema_update(ema, model.parameters(), model.buffers(), next(steps), o.ema_halflife)
     return step
 
 

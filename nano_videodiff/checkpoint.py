@@ -40,13 +40,9 @@ def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
 
 
 def clean_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Drop the key prefixes that torch.compile ('_orig_mod.') and DDP ('module.') add."""
-    out = {}
-    for key, value in state.items():
-        for prefix in ("_orig_mod.", "module."):
-            key = key.replace(prefix, "")
-        out[key] = value
-    return out
+    """Drop the key prefixes that torch.compile ('_orig_mod.') and DDP ('module.') add (whole name parts)."""
+    from .distributed import strip_wrapper_prefixes
+    return strip_wrapper_prefixes(state)
 
 
 def load_model_state(model: nn.Module, state: Dict[str, torch.Tensor], what: str = "model") -> None:

@@ -172,26 +172,54 @@ def test_every_preset_builds():
         assert sum(p.numel() for p in model.parameters()) > 0, name
 
 
-def test_ddp_two_processes_equal_one_process(tmp_path):
-    """torchrun with 2 CPU processes (gloo) sees the same global batch as one process: same losses, weights."""
+def torchrun(tmp_path, *args):
+    """``torchrun --standalone --nproc_per_node=2 train.py ARGS`` on CPU (gloo), as a user would run it."""
     import os
     import subprocess
     import sys
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    args = ["--config=smoke", "--max_steps=3", "--log_every=1", "--preview_every=0", "--image_fraction=0.5",
-            "--masking=vdt"]
     env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                    str(root / "train.py"), *args, f"--out_dir={tmp_path / 'ddp'}"],
-                   check=True, env=env, cwd=tmp_path, capture_output=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(root / "train.py"), *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def logged_losses(run_dir):
+    return [json.loads(l)["loss"] for l in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_processes_equal_one_process(tmp_path, parallel):
+    """torchrun with 2 CPU processes (gloo) sees the same global batch as one process: same losses, weights.
+
+    DDP replicates the model, FSDP2 shards it; both must give one process's numbers (to float tolerance),
+    with gradient accumulation and activation checkpointing on (the FSDP run) or off (the DDP run).
+    """
+    args = ["--config=smoke", "--max_steps=3", "--log_every=1", "--preview_every=0", "--image_fraction=0.5",
+            "--masking=vdt", "--depth=2"]
+    extra = ["--grad_accum_steps=2", "--activation_checkpointing"] if parallel == "fsdp" else []
+    torchrun(tmp_path, *args, *extra, f"--parallel={parallel}", f"--out_dir={tmp_path / 'two'}")
     single = train.main([*args, f"--out_dir={tmp_path / 'one'}"])
-    logs = [[json.loads(l)["loss"] for l in (tmp_path / run / "log.jsonl").read_text().splitlines()]
-            for run in ("ddp", "one")]
-    assert len(logs[0]) == 3 and logs[0] == pytest.approx(logs[1], rel=1e-5)
-    ddp_weights = torch.load(tmp_path / "ddp" / "ckpt.pt", weights_only=True)["model"]
-    for name, value in single["model"].state_dict().items():
-        assert torch.allclose(ddp_weights[name], value, atol=1e-5), name
+    two, one = logged_losses(tmp_path / "two"), logged_losses(tmp_path / "one")
+    assert len(two) == 3 and two == pytest.approx(one, rel=1e-5)
+    saved = torch.load(tmp_path / "two" / "ckpt.pt", weights_only=True)
+    for name, value in single["model"].state_dict().items():  # full tensors with plain names
+        assert torch.allclose(saved["model"][name], value, atol=1e-5), name
+    for name, value in single["ema"].state_dict().items():
+        assert torch.allclose(saved["ema"][name], value, atol=1e-5), name
+
+
+def test_fsdp_checkpoint_resumes_in_one_process(tmp_path):
+    """A run stopped under 2-process FSDP continues in one process exactly as an uninterrupted run."""
+    args = ["--config=smoke", "--max_steps=4", "--log_every=1", "--preview_every=0", "--ckpt_every=100"]
+    torchrun(tmp_path, *args, "--parallel=fsdp", "--stop_at_step=2", f"--out_dir={tmp_path / 'split'}")
+    resumed = train.main([*args, "--resume", f"--out_dir={tmp_path / 'split'}"])
+    full = train.main([*args, f"--out_dir={tmp_path / 'full'}"])
+    assert logged_losses(tmp_path / "split") == pytest.approx(logged_losses(tmp_path / "full"), rel=1e-5)
+    for (name, a), b in zip(full["model"].state_dict().items(), resumed["model"].state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), name
 
 
 @pytest.mark.slow  # torch.compile takes about a minute on 2 CPU cores; run with `pytest -m slow`
