@@ -1,17 +1,23 @@
-"""Snap Video's speed claim, measured here: FIT vs a pixel-token baseline at the same resolution.
+"""Snap Video's speed claim, measured here: FIT vs its U-Net baseline at the same resolution.
 
 Snap Video Table 2 (A100, 64x36, 16 frames): FIT 500M trains at 69.5 ms/video and infers at 23.4 ms/video,
 the 284M U-Net at 230.3 and 105.1: 3.31x faster training, 4.49x faster inference, because FIT's heavy
-compute runs on a fixed number of latent tokens while the U-Net (and any transformer over all patch
-tokens) works on every pixel. The U-Net baseline arrives with issue #8 (Video LDM); until then the
-baseline is the space-time transformer VDT (``vdt.py``), which, like the U-Net, computes on all tokens.
+compute runs on a fixed number of latent tokens while the U-Net works on every pixel.
 
-For each clip size (frames x pixels) both backbones, at a similar parameter count, are timed for one
-training step (forward + backward + AdamW, like train.py) and one inference network evaluation, in bf16
-autocast on this CPU. Printed: ms per video and the VDT/FIT ratios (the paper's "x faster").
+The baseline is the paper's (Sec. 4.3, Table 7): "the ADM U-Net ... adapted to the video generation setting
+by interleaving temporal attention operations", trained end to end, here ``temporal_alignment.unet_baseline``
+(``unet.UNet`` + a temporal attention layer after each spatial attention layer) with Table 7's 284M
+architecture (channel multipliers 1,2,3,4, two residual blocks per level, attention at 1/2, 1/4 and 1/8 of
+the frame size, scale-shift norm, dropout 0.1) scaled down in width to about FIT's toy size. FIT is the
+``bouncing_balls_fit`` preset.
 
-    python benchmarks/fit_vs_unet.py                 # ~2-3 minutes on 2 CPU cores
+For each clip size (frames x pixels) both backbones are timed for one training step (forward + backward +
+AdamW, like train.py) and one inference network evaluation, in bf16 autocast on this CPU. Printed: ms per
+video and the U-Net/FIT ratios (the paper's "x faster").
+
+    python benchmarks/fit_vs_unet.py                 # a few minutes on 2 CPU cores
     python benchmarks/fit_vs_unet.py --dtype=fp32 --batch_size=8
+    python benchmarks/fit_vs_unet.py --quick         # seconds: tiny clips, one repeat (a smoke test)
 """
 from __future__ import annotations
 
@@ -27,18 +33,35 @@ from benchmarks.common import (attempt, derive, fmt, load_average, machine_line,
                                markdown_table, time_ms)
 from nano_videodiff.conditioning import Cond  # noqa: E402
 from nano_videodiff.config import get_preset  # noqa: E402
-from nano_videodiff.models import build_denoiser, count_parameters  # noqa: E402
+from nano_videodiff.edm import Denoiser  # noqa: E402
+from nano_videodiff.models import build_denoiser, count_parameters, resolved_sigma_in  # noqa: E402
+from nano_videodiff.temporal_alignment import unet_baseline  # noqa: E402
+from nano_videodiff.unet import unet_config  # noqa: E402
 
 PAPER = {"train": 230.3 / 69.5, "inference": 105.1 / 23.4}  # Snap Video Table 2, U-Net 284M vs FIT 500M
+
+
+UNET_WIDTH = 16  # base channels (Table 7: 192); with 64 head channels -> 16 here: ~2.0M parameters at 32 px
+
+
+def unet_kwargs(resolution: int) -> dict:
+    """Table 7's 284M U-Net, narrower: attention at [32, 16, 8] of 64 px = 1/2, 1/4, 1/8 of the frame."""
+    kwargs = unet_config("unet_284m")
+    kwargs.update(channels=UNET_WIDTH, head_channels=UNET_WIDTH, emb_dim=4 * UNET_WIDTH, image_size=resolution,
+                  attn_resolutions=(resolution // 2, resolution // 4, resolution // 8))
+    return kwargs
 
 
 def build(backbone: str, frames: int, resolution: int):
     cfg = get_preset("bouncing_balls_fit" if backbone == "fit" else "bouncing_balls")
     cfg.data.num_frames, cfg.data.resolution = frames, resolution
+    torch.manual_seed(0)
     if backbone == "fit":  # keep 4 groups of all frames x a quarter of the patch grid
         cfg.model.fit_group_h = cfg.model.fit_group_w = max(1, resolution // cfg.model.patch_size // 2)
-    torch.manual_seed(0)
-    return build_denoiser(cfg), cfg
+        return build_denoiser(cfg), cfg
+    d = cfg.diffusion
+    return Denoiser(unet_baseline(**unet_kwargs(resolution)), sigma_data=d.sigma_data,
+                    sigma_in=resolved_sigma_in(cfg), P_mean=d.P_mean, P_std=d.P_std), cfg
 
 
 def measure(backbone: str, frames: int, resolution: int, args) -> dict:
@@ -77,7 +100,10 @@ def main():
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--quick", action="store_true", help="tiny clips (4x16), batch 2, one repeat: a smoke test")
     args = p.parse_args()
+    if args.quick:
+        args.sizes, args.batch_size, args.repeats = "4x16", 2, 1
     torch.set_num_threads(torch.get_num_threads())
     print(machine_line())
     print(f"{load_average()}; dtype {args.dtype}; batch {args.batch_size}; median of {args.repeats} runs\n")
@@ -85,12 +111,14 @@ def main():
     for size in args.sizes.split(","):
         frames, resolution = (int(v) for v in size.split("x"))
         fit = measure("fit", frames, resolution, args)
-        vdt = measure("vdt", frames, resolution, args)
-        rows.append([f"{frames}x{resolution}x{resolution}", fmt(vdt["params"], ".2f"), fmt(fit["params"], ".2f"),
-                     fmt(vdt["train"]), fmt(fit["train"]), fmt(derive(lambda a, b: a / b, vdt["train"], fit["train"]), ".2f"),
-                     fmt(vdt["infer"]), fmt(fit["infer"]), fmt(derive(lambda a, b: a / b, vdt["infer"], fit["infer"]), ".2f")])
-    print(markdown_table(["clip (T x H x W)", "VDT params (M)", "FIT params (M)", "VDT train ms/video",
-                          "FIT train ms/video", "train speed-up", "VDT infer ms/video", "FIT infer ms/video",
+        unet = measure("unet", frames, resolution, args)
+        rows.append([f"{frames}x{resolution}x{resolution}", fmt(unet["params"], ".2f"), fmt(fit["params"], ".2f"),
+                     fmt(unet["train"]), fmt(fit["train"]),
+                     fmt(derive(lambda a, b: a / b, unet["train"], fit["train"]), ".2f"),
+                     fmt(unet["infer"]), fmt(fit["infer"]),
+                     fmt(derive(lambda a, b: a / b, unet["infer"], fit["infer"]), ".2f")])
+    print(markdown_table(["clip (T x H x W)", "U-Net params (M)", "FIT params (M)", "U-Net train ms/video",
+                          "FIT train ms/video", "train speed-up", "U-Net infer ms/video", "FIT infer ms/video",
                           "inference speed-up"], rows))
     print(f"\nSnap Video (A100, FIT 500M vs U-Net 284M): train speed-up {PAPER['train']:.2f}x, "
           f"inference {PAPER['inference']:.2f}x")
