@@ -5,6 +5,7 @@
     python sample.py --ckpt=... --task=interpolate --every=4 --context=my_clip.gif     # from your file
     python sample.py --ckpt=... --task=predict --cfg_scale=2 --guidance=context        # context guidance
     python sample.py --ckpt=out/physion_collide/ckpt.pt --eval --out_dir=out/eval      # model vs baselines
+    python sample.py --ckpt=out/videoldm_bouncing_balls/ckpt.pt --image_model          # Video LDM Fig. 2
 
 Tasks (masking.py): generate | predict | backward | interpolate | animate | complete (and random_frames).
 Without ``--context`` the given content comes from held-out clips of the model's own toy dataset
@@ -60,6 +61,8 @@ class SampleArgs:
     overwrite: bool = False       # allow writing into an out_dir that already holds samples
     eval: bool = False            # score forward prediction (model vs baselines) on held-out clips: eval.json
     eval_clips: int = 64          # --eval: how many held-out clips
+    image_model: bool = False     # videoldm: also sample its frozen image model (temporal layers off) from the
+                                  # same noise, and write [image model | aligned video model] side by side
 
 
 def parse_sample_args(argv) -> SampleArgs:
@@ -173,16 +176,27 @@ def main(argv=None):
         known = task_mask(args, cfg, n)
         known_x = context  # read once; it is also the ground truth when the clip is complete
         truth = context if has_truth else None
-    videos = generate(model, cfg, n, known=known, known_x=None if known is None else known_x, labels=labels,
-                      steps=args.steps, solver=args.solver, seed=args.seed, cfg_scale=args.cfg_scale,
-                      guidance=args.guidance, S_churn=args.S_churn, dtype=args.dtype,
-                      batch_size=args.batch_size, device=device, progress=True,
-                      frame_interval=None if args.frame_interval < 0 else args.frame_interval)
+    def sample_videos():
+        return generate(model, cfg, n, known=known, known_x=None if known is None else known_x, labels=labels,
+                        steps=args.steps, solver=args.solver, seed=args.seed, cfg_scale=args.cfg_scale,
+                        guidance=args.guidance, S_churn=args.S_churn, dtype=args.dtype,
+                        batch_size=args.batch_size, device=device, progress=True,
+                        frame_interval=None if args.frame_interval < 0 else args.frame_interval)
+    videos = sample_videos()
+    image_videos = None
+    if args.image_model:  # Video LDM Fig. 2: the same noise through the image model alone (alpha = 1)
+        if not hasattr(model.backbone, "image_only"):
+            raise ValueError("--image_model needs a Video LDM checkpoint (--backbone=videoldm)")
+        model.backbone.image_only = True
+        try:
+            image_videos = sample_videos()
+        finally:
+            model.backbone.image_only = False
 
     # ---- pictures: [given | output | truth] per video ------------------------------------------------------
-    panels = [videos]
+    panels = [videos] if image_videos is None else [image_videos, videos]
     if known is not None:
-        panels = [show_known(known_x, known), videos] + ([truth] if truth is not None else [])
+        panels = [show_known(known_x, known), *panels] + ([truth] if truth is not None else [])
     side_by_side = torch.cat(panels, dim=-1)  # concatenate along width
     for i in range(n):
         save_gif(out_dir / f"video_{i:03d}.gif", side_by_side[i], fps=d.fps)

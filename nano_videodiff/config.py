@@ -95,6 +95,8 @@ class ModelConfig:
     unet_attn_resolutions: str = "8"  # feature-map sizes (pixels) that get self-attention, comma-separated
     unet_dropout: float = 0.0
     freeze_image_model: bool = True   # videoldm: train only the temporal layers (Video LDM Sec. 3.1)
+    vldm_temporal_conv: bool = True   # videoldm: 3D-conv residual blocks after the U-Net's ResBlocks
+    vldm_context: bool = True         # videoldm: the context encoder that feeds given frames to them
 
 
 @dataclass
@@ -183,6 +185,9 @@ class Config:
             (r.dtype in ("bf16", "fp16", "fp32"), f"--dtype must be bf16, fp16 or fp32, got {r.dtype!r}"),
             (r.parallel in ("ddp", "fsdp"), f"--parallel must be ddp or fsdp, got {r.parallel!r}"),
             (o.grad_accum_steps >= 1, f"--grad_accum_steps must be >= 1, got {o.grad_accum_steps}"),
+            (not (m.backbone == "videoldm" and m.freeze_image_model and not r.init_from and not r.resume),
+             "--backbone=videoldm freezes the image model: pass --init_from=<image model ckpt.pt> (train one "
+             "with --config=unet_frames), or --freeze_image_model=false to train everything"),
             (o.optimizer in ("adamw", "lamb"), f"--optimizer must be adamw or lamb, got {o.optimizer!r}"),
             (d.num_frames >= 1 and d.resolution >= 1, "--num_frames and --resolution must be positive"),
             (m.backbone == "causal_vae" or model_resolution % m.patch_size == 0,

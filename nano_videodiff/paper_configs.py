@@ -104,11 +104,32 @@ def _walt(stage: str) -> Callable[[], Config]:
     return preset
 
 
+def _unet_284m() -> Config:
+    """Snap Video's U-Net baseline (Table 7): the 284M video U-Net (spatial U-Net + temporal layers, trained
+    end to end) at the paper's first-stage resolution; our square 64x64 input (see ``_snapvideo``)."""
+    from .unet import unet_config
+    k = unet_config("unet_284m")
+    cfg = _snapvideo("snapvideo_500m")()  # same data, diffusion framework and schedule as FIT
+    m = cfg.model
+    # "the ADM U-Net ... adapted to video by interleaving temporal attention": temporal attention only
+    m.backbone, m.freeze_image_model, m.unet_dropout = "videoldm", False, k["dropout"]
+    m.vldm_temporal_conv = m.vldm_context = False
+    m.unet_channels, m.unet_num_res_blocks = k["channels"], k["num_res_blocks"]
+    m.unet_channel_mult = ",".join(map(str, k["channel_mult"]))
+    m.unet_attn_resolutions = ",".join(map(str, k["attn_resolutions"]))
+    m.heads = k["channels"] // k["head_channels"]
+    o = cfg.optim  # Table 9: the U-Nets train with Adam, lr 1e-4, betas 0.9/0.999
+    o.optimizer, o.lr, o.beta2 = "adamw", 1e-4, 0.999
+    cfg.run.out_dir = "out/unet_284m"
+    return cfg
+
+
 PAPER_PRESETS: Dict[str, Callable[[], Config]] = {
     "vdt_s2": _vdt(depth=12, dim=384, heads=6),
     "vdt_l2": _vdt(depth=28, dim=1152, heads=16),
     "snapvideo_500m": _snapvideo("snapvideo_500m"),
     "snapvideo_3.9b": _snapvideo("snapvideo_3.9b"),
+    "unet_284m": _unet_284m,
     "walt_vae": _walt("walt_vae"),
     "walt_l": _walt("walt_l"),
     "walt_xl": _walt("walt_xl"),
@@ -120,6 +141,7 @@ PAPER_PARAMETERS = {
     "vdt_l2": (859.7e6, "computed from VDT's models.py layer shapes"),
     "snapvideo_500m": (500e6, "Snap Video Table 8"),
     "snapvideo_3.9b": (3.9e9, "Snap Video Table 8"),
+    "unet_284m": (284e6, "Snap Video Table 7"),
     "walt_l": (313e6, "W.A.L.T Table 1 (AdaLN-LoRA r = 2)"),
     "walt_xl": (460e6, "W.A.L.T Table 1"),
 }

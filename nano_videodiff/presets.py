@@ -81,11 +81,66 @@ def _with_fit(base: Callable[[], Config], name: str) -> Callable[[], Config]:
     return preset
 
 
+def _walt_physion(stage: str) -> Callable[[], Config]:
+    """W.A.L.T's two stages on toy Physion Collide (latent.py): 17 frames = 1 + 2*8, so the causal
+    autoencoder (f_s = 4, f_t = 2, c = 4) gives 9 latent frames of 8x8; 9 given frames = 5 latent frames.
+
+    ``walt_vae_physion`` trains the autoencoder; ``walt_physion`` the window-attention transformer on its
+    normalised latents (patch 1: 9 x 8 x 8 tokens, spatiotemporal windows 9 x 4 x 4), predicting the last
+    8 frames from the first 9, as the default main job does in pixel space.
+    """
+    def preset() -> Config:
+        cfg = _physion("collide")()
+        d, m = cfg.data, cfg.model
+        d.num_frames = 17
+        m.vae_channels, m.vae_channel_mult, m.vae_latent_channels = 32, "1,2", 4
+        m.vae_spatial_down, m.vae_temporal_down = 4, 2
+        cfg.run.out_dir = f"out/{stage}"
+        if stage == "walt_vae_physion":
+            m.backbone = "causal_vae"
+            cfg.task.masking, cfg.task.context_dropout = "none", 0.0
+            cfg.optim.max_steps, cfg.optim.lr = 600, 2e-3
+            return cfg
+        d.autoencoder = "out/walt_vae_physion/ckpt.pt"
+        cfg.diffusion.sigma_data = 1.0  # normalised latents have unit variance
+        m.backbone, m.patch_size, m.dim, m.depth, m.heads = "walt", 1, 128, 4, 4
+        m.walt_window_t, m.walt_window_h, m.walt_window_w, m.adaln_lora_rank = 0, 4, 4, 2
+        cfg.task.num_context = 9
+        return cfg
+    return preset
+
+
+def _videoldm_bouncing_balls(stage: str) -> Callable[[], Config]:
+    """Video LDM on bouncing balls (temporal_alignment.py): an image U-Net trained on single frames
+    (``unet_frames``), then aligned into a video model by training only inserted temporal layers
+    (``videoldm_bouncing_balls``, ``--init_from`` the image model's checkpoint)."""
+    def preset() -> Config:
+        cfg = _bouncing_balls()
+        m, o = cfg.model, cfg.optim
+        m.backbone, m.heads = "unet", 4
+        m.unet_channels, m.unet_channel_mult, m.unet_num_res_blocks, m.unet_attn_resolutions = 32, "1,2,2", 1, "8"
+        cfg.run.out_dir = f"out/{stage}"
+        if stage == "unet_frames":  # single frames: an image model
+            cfg.data.num_frames = 1
+            o.batch_size, o.max_steps, o.lr, o.warmup_steps, o.ema_halflife = 32, 600, 2e-3, 50, 50.0
+            return cfg
+        m.backbone, m.freeze_image_model = "videoldm", True
+        cfg.data.num_frames = 8
+        o.batch_size, o.max_steps, o.lr, o.warmup_steps, o.ema_halflife = 8, 300, 3e-3, 30, 50.0
+        cfg.run.init_from = "out/unet_frames/ckpt.pt"
+        return cfg
+    return preset
+
+
 PRESETS: Dict[str, Callable[[], Config]] = {
     "bouncing_balls": _bouncing_balls,
     "bouncing_balls_tasks": _bouncing_balls_tasks,
     "moving_mnist": _moving_mnist,
     "smoke": _smoke,
+    "walt_vae_physion": _walt_physion("walt_vae_physion"),
+    "walt_physion": _walt_physion("walt_physion"),
+    "unet_frames": _videoldm_bouncing_balls("unet_frames"),
+    "videoldm_bouncing_balls": _videoldm_bouncing_balls("videoldm_bouncing_balls"),
     **{f"physion_{name}": _physion(name) for name in
        ("dominoes", "support", "collide", "contain", "drop", "link", "roll", "drape", "all")},
 }

@@ -200,8 +200,8 @@ class VideoLDM(nn.Module):
     @classmethod
     def from_config(cls, model_cfg, data_cfg) -> "VideoLDM":
         """A VideoLDM around ``UNet.from_config``; frozen image model if ``model_cfg.freeze_image_model``."""
-        model = cls(UNet.from_config(model_cfg, data_cfg), mlp_ratio=model_cfg.mlp_ratio,
-                    dropout=model_cfg.unet_dropout)
+        model = cls(UNet.from_config(model_cfg, data_cfg), temporal_conv=model_cfg.vldm_temporal_conv,
+                    context=model_cfg.vldm_context, mlp_ratio=model_cfg.mlp_ratio, dropout=model_cfg.unet_dropout)
         if model_cfg.freeze_image_model:
             model.freeze_image_model()
         return model

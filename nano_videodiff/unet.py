@@ -180,25 +180,25 @@ class UNet(nn.Module):
             return image_size // 2**level in attn_resolutions
 
         self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
-        self.down, skip_widths, ch = nn.ModuleList(), [channels], channels
+        self.down_blocks, skip_widths, ch = nn.ModuleList(), [channels], channels
         for level, width in enumerate(widths):
             for _ in range(num_res_blocks):
-                self.down.append(Step([res(ch, width, level)] + ([attn(width, level)] if attends(level) else [])))
+                self.down_blocks.append(Step([res(ch, width, level)] + ([attn(width, level)] if attends(level) else [])))
                 ch = width
                 skip_widths.append(ch)
             if level < self.num_levels - 1:
-                self.down.append(Step([Downsample(ch)]))
+                self.down_blocks.append(Step([Downsample(ch)]))
                 skip_widths.append(ch)
         bottom = self.num_levels - 1
         self.middle = Step([res(ch, ch, bottom), attn(ch, bottom), res(ch, ch, bottom)])
-        self.up = nn.ModuleList()
+        self.up_blocks = nn.ModuleList()
         for level in reversed(range(self.num_levels)):
             for i in range(num_res_blocks + 1):
                 layers = [res(ch + skip_widths.pop(), widths[level], level)]
                 ch = widths[level]
                 layers += [attn(ch, level)] if attends(level) else []
                 layers += [Upsample(ch)] if level > 0 and i == num_res_blocks else []
-                self.up.append(Step(layers))
+                self.up_blocks.append(Step(layers))
         self.norm_out = group_norm(ch)
         self.conv_out = zero_init(nn.Conv2d(ch, in_channels, 3, padding=1))  # the U-Net starts at F = 0
         for index, layer in enumerate(self.spatial_layers()):
@@ -246,11 +246,11 @@ class UNet(nn.Module):
         """
         h = self.conv_in(x)
         skips = [h]
-        for step in self.down:
+        for step in self.down_blocks:
             h = step(h, emb, after_layer)
             skips.append(h)
         h = self.middle(h, emb, after_layer)
-        for step in self.up:
+        for step in self.up_blocks:
             h = step(torch.cat([h, skips.pop()], dim=1), emb, after_layer)
         return self.conv_out(F.silu(self.norm_out(h)))
 

@@ -243,3 +243,35 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path):
         assert torch.allclose(a, b, atol=1e-6), name
     with pytest.raises(ValueError, match="grad_accum_steps"):
         train.main([*args, f"--out_dir={tmp_path / 'bad'}", "--grad_accum_steps=3"])
+
+
+def test_video_ldm_workflow_image_model_then_alignment(tmp_path):
+    """Video LDM through the scripts: an image U-Net on 1-frame clips, then --init_from it and align."""
+    unet = ["--unet_channels=8", "--unet_channel_mult=1,2", "--unet_num_res_blocks=1", "--unet_attn_resolutions=8",
+            "--heads=2"]
+    image = train.main(smoke_args(tmp_path / "image", "--backbone=unet", "--num_frames=1", "--max_steps=2", *unet))
+    video = train.main(smoke_args(tmp_path / "video", "--backbone=videoldm", "--max_steps=2", *unet,
+                                  f"--init_from={tmp_path / 'image' / 'ckpt.pt'}"))
+    # the image model is frozen inside the video model: exactly the image run's EMA weights
+    image_weights = image["ema"].backbone.state_dict()
+    for name, value in video["model"].backbone.unet.state_dict().items():
+        assert torch.equal(value, image_weights[name]), name
+    assert not any(p.requires_grad for p in video["model"].backbone.unet.parameters())
+    both = sample_script.main([f"--ckpt={tmp_path / 'video' / 'ckpt.pt'}", f"--out_dir={tmp_path / 's'}",
+                               "--num_videos=2", "--steps=2", "--image_model"])
+    assert both.shape[0] == 2
+    with pytest.raises(ValueError, match="init_from"):  # a frozen random U-Net is refused
+        train.main(smoke_args(tmp_path / "bad", "--backbone=videoldm", "--max_steps=1", *unet))
+
+
+@pytest.mark.parametrize("backbone", ["vdt", "fit", "walt", "unet", "videoldm"])
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_every_backbone_trains_a_step_on_cpu(tmp_path, backbone, dtype):
+    extra = {"fit": ["--fit_group_h=2", "--fit_group_w=2", "--fit_num_latents=8"],
+             "walt": ["--walt_window_h=2", "--walt_window_w=2"],
+             "unet": ["--unet_channels=8", "--unet_channel_mult=1,2", "--unet_num_res_blocks=1"],
+             "videoldm": ["--unet_channels=8", "--unet_channel_mult=1,2", "--unet_num_res_blocks=1",
+                          "--freeze_image_model=false"]}.get(backbone, [])
+    result = train.main(smoke_args(tmp_path / "run", f"--backbone={backbone}", f"--dtype={dtype}", "--max_steps=2",
+                                   "--masking=predict", "--activation_checkpointing", *extra))
+    assert torch.isfinite(torch.tensor(result["last_loss"]))

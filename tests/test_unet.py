@@ -147,7 +147,7 @@ def test_structure_attention_levels_and_skips():
     assert down_up_attn.count(1) == 2 + 3 and down_up_attn.count(2) == 1 and 0 not in down_up_attn
     assert [l.channels for l in res[:6]] == [16, 16, 32, 32, 32, 32]
     # one skip per down-path output: conv_in + 6 steps + 2 downsamples = 9 = up-path steps
-    assert 1 + len(model.down) == len(model.up) == 9
+    assert 1 + len(model.down_blocks) == len(model.up_blocks) == 9
 
 
 def test_after_layer_hook_sees_every_spatial_layer_in_order():
