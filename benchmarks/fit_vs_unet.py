@@ -64,14 +64,15 @@ def build(backbone: str, frames: int, resolution: int):
                     sigma_in=resolved_sigma_in(cfg), P_mean=d.P_mean, P_std=d.P_std), cfg
 
 
-def measure(backbone: str, frames: int, resolution: int, args) -> dict:
+def measure(backbone: str, frames: int, resolution: int, batch_size: int, repeats: int, dtype: str) -> dict:
+    """ms per video of one training step and one inference call (medians of ``repeats`` after a warm-up)."""
     model, cfg = build(backbone, frames, resolution)
-    B = args.batch_size
+    B = batch_size
     x = torch.rand(B, frames, 3, resolution, resolution) * 2 - 1
     cond = Cond(frame_interval=torch.full((B,), 1 / 8))
     sigma, noise = torch.full((B,), 0.5), torch.randn_like(x)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    amp = dict(device_type="cpu", dtype=torch.bfloat16, enabled=args.dtype == "bf16")
+    amp = dict(device_type="cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
 
     def train_step():
         with torch.autocast(**amp):
@@ -86,12 +87,31 @@ def measure(backbone: str, frames: int, resolution: int, args) -> dict:
             model(x, sigma, cond)
 
     model.train()
-    train_ms = attempt(time_ms, train_step, repeats=args.repeats, warmup=1)
+    train_ms = attempt(time_ms, train_step, repeats=repeats, warmup=1)
     model.eval()
-    infer_ms = attempt(time_ms, inference, repeats=args.repeats, warmup=1)
+    infer_ms = attempt(time_ms, inference, repeats=repeats, warmup=1)
     return {"params": count_parameters(model.backbone) / 1e6,
             "train": derive(lambda t: t["median"] / B, train_ms),
             "infer": derive(lambda t: t["median"] / B, infer_ms)}
+
+
+def run(sizes: str, batch_size: int, repeats: int, dtype: str) -> str:
+    """The comparison table for ``sizes`` ("frames x pixels", comma separated) and the paper's ratios."""
+    rows = []
+    for size in sizes.split(","):
+        frames, resolution = (int(v) for v in size.split("x"))
+        fit = measure("fit", frames, resolution, batch_size, repeats, dtype)
+        unet = measure("unet", frames, resolution, batch_size, repeats, dtype)
+        rows.append([f"{frames}x{resolution}x{resolution}", fmt(unet["params"], ".2f"), fmt(fit["params"], ".2f"),
+                     fmt(unet["train"]), fmt(fit["train"]),
+                     fmt(derive(lambda a, b: a / b, unet["train"], fit["train"]), ".2f"),
+                     fmt(unet["infer"]), fmt(fit["infer"]),
+                     fmt(derive(lambda a, b: a / b, unet["infer"], fit["infer"]), ".2f")])
+    return (markdown_table(["clip (T x H x W)", "U-Net params (M)", "FIT params (M)", "U-Net train ms/video",
+                            "FIT train ms/video", "train speed-up", "U-Net infer ms/video", "FIT infer ms/video",
+                            "inference speed-up"], rows)
+            + f"\n\nSnap Video (A100, FIT 500M vs U-Net 284M): train speed-up {PAPER['train']:.2f}x, "
+              f"inference {PAPER['inference']:.2f}x")
 
 
 def main():
@@ -107,21 +127,7 @@ def main():
     torch.set_num_threads(torch.get_num_threads())
     print(machine_line())
     print(f"{load_average()}; dtype {args.dtype}; batch {args.batch_size}; median of {args.repeats} runs\n")
-    rows = []
-    for size in args.sizes.split(","):
-        frames, resolution = (int(v) for v in size.split("x"))
-        fit = measure("fit", frames, resolution, args)
-        unet = measure("unet", frames, resolution, args)
-        rows.append([f"{frames}x{resolution}x{resolution}", fmt(unet["params"], ".2f"), fmt(fit["params"], ".2f"),
-                     fmt(unet["train"]), fmt(fit["train"]),
-                     fmt(derive(lambda a, b: a / b, unet["train"], fit["train"]), ".2f"),
-                     fmt(unet["infer"]), fmt(fit["infer"]),
-                     fmt(derive(lambda a, b: a / b, unet["infer"], fit["infer"]), ".2f")])
-    print(markdown_table(["clip (T x H x W)", "U-Net params (M)", "FIT params (M)", "U-Net train ms/video",
-                          "FIT train ms/video", "train speed-up", "U-Net infer ms/video", "FIT infer ms/video",
-                          "inference speed-up"], rows))
-    print(f"\nSnap Video (A100, FIT 500M vs U-Net 284M): train speed-up {PAPER['train']:.2f}x, "
-          f"inference {PAPER['inference']:.2f}x")
+    print(run(args.sizes, args.batch_size, args.repeats, args.dtype))
 
 
 if __name__ == "__main__":

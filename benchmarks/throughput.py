@@ -43,7 +43,7 @@ from nano_videodiff.edm import sample_training_sigma  # noqa: E402
 from nano_videodiff.layers import attention  # noqa: E402
 from nano_videodiff.models import build_denoiser, count_parameters  # noqa: E402
 from nano_videodiff.sampler import edm_sigmas, sample  # noqa: E402
-from train import ema_update  # noqa: E402
+from train import build_optimizer, ema_update  # noqa: E402
 
 DTYPES = ("fp32", "bf16")
 TORCH_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -75,9 +75,7 @@ def train_step_fn(cfg, model, batch, dtype: str, optimizer_step: bool = True):
     x, cond, sigma, noise = batch
     o = cfg.optim
     ema = copy.deepcopy(model).requires_grad_(False)
-    groups = [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": o.weight_decay},
-              {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2))
+    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], o)  # as train.py
     steps = itertools.count()
 
     def step():
@@ -91,6 +89,15 @@ def train_step_fn(cfg, model, batch, dtype: str, optimizer_step: bool = True):
             optimizer.step()
             ema_update(ema, model.parameters(), model.buffers(), next(steps), o.ema_halflife)
     return step
+
+
+def measure_training(cfg, model, dtype: str, repeats: int, batch=None):
+    """(timing, FLOPs) of ``model``'s training step (``train_step_fn``) in ``dtype`` on ``batch`` (default: a
+    random batch of the preset's shape): ``time_ms`` over ``repeats`` steps after one warm-up step, and the
+    FLOPs of forward + backward, counted in a first, untimed step. Either may be an ``Error``."""
+    batch = make_batch(cfg) if batch is None else batch
+    flops = attempt(count_flops, train_step_fn(cfg, model, batch, dtype, optimizer_step=False))
+    return attempt(time_ms, train_step_fn(cfg, model, batch, dtype), repeats, 1), flops
 
 
 def sample_fn(cfg, model, batch, dtype: str, full: bool):
@@ -166,9 +173,8 @@ def speed_table(cfg, model, peak: dict, repeats: int, sample_budget: float) -> s
     rows = []
     for dtype in DTYPES:
         m = copy.deepcopy(model)
-        train_flops = attempt(count_flops, train_step_fn(cfg, m, batch, dtype, optimizer_step=False))
+        train, train_flops = measure_training(cfg, m, dtype, repeats, batch)
         nfe_flops = attempt(count_flops, sample_fn(cfg, m, batch, dtype, full=False))
-        train = attempt(time_ms, train_step_fn(cfg, m, batch, dtype), repeats, 1)
         nfe = attempt(time_ms, sample_fn(cfg, m, batch, dtype, full=False), repeats, 1)
         predicted = derive(lambda t: t["median"] * nfe_per_run, nfe)
         if not isinstance(predicted, str) and predicted > 1e3 * sample_budget:

@@ -18,22 +18,19 @@ Shapes, with the toy default f_s = 4, f_t = 2, vae_channel_mult "1,2" (widths 32
         -> conv_out -> mean, logvar (B, 1 + k, c, 8, 8)
     the decoder mirrors it, upsampling by depth-to-space.
 
-Our choices where the papers are silent (research notes: "UNCONFIRMED"), each tested in tests/test_causal_vae.py:
-- Temporal padding replicates the first frame (not zeros). The first frame then "sees" a still past: an
-  image is treated like a static video (Snap Video's image = infinite-fps video), and with data in
-  [-1, 1] no fake black frame appears before every clip. Causality holds for either choice.
-- Temporal downsampling: a causal 3 x 3 x 3 convolution with stride 2 in time: output i reads frames
-  2i-2..2i, so output 0 reads frame 0 only and 1 + 2k frames give 1 + k (MAGVIT-v2 also downsamples with
-  strided causal convolutions). Temporal downsampling happens at the last (lowest-resolution) levels.
-- Upsampling: depth-to-space. A causal convolution predicts (f x 2 x 2) values per low-resolution
-  position; they are unfolded into f frames and 2 x 2 pixels, and the first f - 1 frames are dropped, so
-  1 + k latent frames give 1 + f k frames and latent frame 0 becomes frame 0 alone.
-- Normalisation: GroupNorm per frame (statistics over time would leak the future into the past).
-- Losses: L1 reconstruction + ``kl_weight`` x KL, both averaged per element. The paper also trains with
-  VQGAN-style adversarial and perceptual (LPIPS) losses; we leave them out: LPIPS needs downloaded network
-  weights, and on flat-coloured toy data a GAN adds instability and minutes, not visible sharpness.
-- Latent normalisation (W.A.L.T Table 3e: FVD 67.9 without, 60.7 with): per-channel mean and std of the
-  posterior means, fitted once after autoencoder training (``fit_latent_stats``), stored as buffers.
+Our choices where the papers are silent (research notes: "UNCONFIRMED"), each pinned by a test:
+- Temporal pad frames are copies of the first frame, not zeros. Causality holds either way, but with
+  copies a still video (an image repeated, ``modality.image_to_video``) gets the image's latent in every
+  latent frame, exactly, and no fake black frame precedes every clip of [-1, 1] data.
+- Temporal downsampling: a causal 3x3x3 convolution with stride 2 in time (output i reads frames 2i-2..2i),
+  at the last, lowest-resolution levels. Upsampling: depth-to-space (``Upsample``).
+- GroupNorm per frame: statistics over time would leak the future into the past.
+- Loss: per-element MSE + ``kl_weight`` x per-element KL. MSE, not L1: on sparse toy frames L1 stalled
+  at the all-background reconstruction in our short CPU runs. The paper adds VQGAN-style adversarial and
+  perceptual (LPIPS) losses; we omit them: LPIPS needs downloaded weights, and on flat-coloured toy data
+  a GAN costs stability and CPU minutes for sharpness the toy frames hardly need.
+- Latent normalisation (W.A.L.T Sec. 5.2, Table 3e: FVD 67.9 without, 60.7 with): per-channel mean and
+  std of the posterior means, fitted once after autoencoder training (``fit_latent_stats``), kept in buffers.
 
 How a trainer uses it (autoencoder stage, then latent diffusion)::
 
@@ -61,23 +58,14 @@ def _log2(n: int, name: str) -> int:
     return int(n).bit_length() - 1
 
 
-def valid_frame_counts(temporal_down: int, count: int = 5) -> List[int]:
-    """Frame counts that encode: 1 and 1 + f_t k (k = 1, 2, 4, ...), e.g. [1, 3, 5, 9, 17] for f_t = 2."""
-    return [1] + [1 + temporal_down * 2 ** i for i in range(count - 1)]
-
-
 def latent_frames(num_frames: int, temporal_down: int) -> int:
     """1 + f_t k frames -> 1 + k latent frames (W.A.L.T Sec. 4.1); a clear error for other counts."""
     if isinstance(num_frames, bool) or int(num_frames) != num_frames or num_frames < 1 \
             or (num_frames - 1) % temporal_down:
-        counts = ", ".join(map(str, valid_frame_counts(temporal_down)))
+        counts = ", ".join(str(1 + temporal_down * k) for k in (0, 1, 2, 4, 8))
         raise ValueError(f"{num_frames} frames cannot be encoded with temporal factor f_t={temporal_down}: use "
                          f"1 + {temporal_down}k frames: {counts}, ... (the first frame is its own latent frame)")
     return 1 + (int(num_frames) - 1) // temporal_down
-
-
-def _triple(v) -> Tuple[int, int, int]:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v, v)
 
 
 class CausalConv3d(nn.Module):
@@ -92,9 +80,9 @@ class CausalConv3d(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, causal: bool = True):
         super().__init__()
-        kt, kh, kw = _triple(kernel_size)
+        kt, kh, kw = kernel_size if isinstance(kernel_size, (tuple, list)) else (kernel_size,) * 3
         self.time_pad = (kt - 1, 0) if causal else ((kt - 1) // 2, kt // 2)
-        self.conv = nn.Conv3d(in_channels, out_channels, (kt, kh, kw), stride=_triple(stride),
+        self.conv = nn.Conv3d(in_channels, out_channels, (kt, kh, kw), stride=stride,
                               padding=(0, kh // 2, kw // 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -150,49 +138,32 @@ class Upsample(nn.Module):
 
 
 def _level_plan(widths: Sequence[int], spatial_steps: int, temporal_steps: int):
-    """(width in, width out, spatial factor, temporal factor) of the n = len(widths) - 1 resampling steps.
-
-    Spatial 2x steps come first, temporal 2x steps last (at the lowest resolution, where frames are cheap).
-    """
+    """(width in, width out, spatial factor, temporal factor) of the len(widths) - 1 resampling steps:
+    spatial 2x steps first, temporal 2x steps last (at the lowest resolution, where frames are cheap)."""
     n = len(widths) - 1
     return [(widths[i], widths[i + 1], 2 if i < spatial_steps else 1, 2 if i >= n - temporal_steps else 1)
             for i in range(n)]
 
 
-class Encoder(nn.Module):
-    """(B, C, T, H, W) -> (B, 2c, 1 + (T-1)/f_t, H/f_s, W/f_s): the mean and log-variance of the latent."""
-
-    def __init__(self, in_channels, widths, latent_channels, spatial_steps, temporal_steps, num_res_blocks,
-                 causal=True):
-        super().__init__()
-        layers: List[nn.Module] = [CausalConv3d(in_channels, widths[0], 3, causal=causal)]
-        for w_in, w_out, fs, ft in _level_plan(widths, spatial_steps, temporal_steps):
-            layers += [ResBlock(w_in, w_in, causal) for _ in range(num_res_blocks)]
-            layers.append(CausalConv3d(w_in, w_out, 3, stride=(ft, fs, fs), causal=causal))  # downsample
-        layers += [ResBlock(widths[-1], widths[-1], causal) for _ in range(num_res_blocks)]
-        layers += [_norm(widths[-1]), nn.SiLU(), CausalConv3d(widths[-1], 2 * latent_channels, 3, causal=causal)]
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+def build_encoder(in_channels, widths, latent_channels, plan, num_res_blocks, causal=True) -> nn.Sequential:
+    """(B, C, T, H, W) -> (B, 2c, 1 + (T-1)/f_t, H/f_s, W/f_s): the latent's mean and log-variance."""
+    layers: List[nn.Module] = [CausalConv3d(in_channels, widths[0], 3, causal=causal)]
+    for w_in, w_out, fs, ft in plan:  # res blocks, then a strided causal conv (downsampling)
+        layers += [ResBlock(w_in, w_in, causal) for _ in range(num_res_blocks)]
+        layers.append(CausalConv3d(w_in, w_out, 3, stride=(ft, fs, fs), causal=causal))
+    layers += [ResBlock(widths[-1], widths[-1], causal) for _ in range(num_res_blocks)]
+    return nn.Sequential(*layers, _norm(widths[-1]), nn.SiLU(),
+                         CausalConv3d(widths[-1], 2 * latent_channels, 3, causal=causal))
 
 
-class Decoder(nn.Module):
+def build_decoder(out_channels, widths, latent_channels, plan, num_res_blocks, causal=True) -> nn.Sequential:
     """(B, c, 1 + k, h, w) -> (B, C, 1 + f_t k, f_s h, f_s w): the encoder's mirror image."""
-
-    def __init__(self, out_channels, widths, latent_channels, spatial_steps, temporal_steps, num_res_blocks,
-                 causal=True):
-        super().__init__()
-        layers: List[nn.Module] = [CausalConv3d(latent_channels, widths[-1], 3, causal=causal)]
-        for w_in, w_out, fs, ft in reversed(_level_plan(widths, spatial_steps, temporal_steps)):
-            layers += [ResBlock(w_out, w_out, causal) for _ in range(num_res_blocks)]
-            layers.append(Upsample(w_out, w_in, fs, ft, causal))
-        layers += [ResBlock(widths[0], widths[0], causal) for _ in range(num_res_blocks)]
-        layers += [_norm(widths[0]), nn.SiLU(), CausalConv3d(widths[0], out_channels, 3, causal=causal)]
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.layers(z)
+    layers: List[nn.Module] = [CausalConv3d(latent_channels, widths[-1], 3, causal=causal)]
+    for w_in, w_out, fs, ft in reversed(plan):
+        layers += [ResBlock(w_out, w_out, causal) for _ in range(num_res_blocks)]
+        layers.append(Upsample(w_out, w_in, fs, ft, causal))
+    layers += [ResBlock(widths[0], widths[0], causal) for _ in range(num_res_blocks)]
+    return nn.Sequential(*layers, _norm(widths[0]), nn.SiLU(), CausalConv3d(widths[0], out_channels, 3, causal=causal))
 
 
 @dataclass
@@ -235,10 +206,9 @@ class CausalVAE(nn.Module):
         widths = [channels * mult[min(i, len(mult) - 1)] for i in range(levels)]  # the last one repeats
         self.spatial_down, self.temporal_down, self.latent_channels = spatial_down, temporal_down, latent_channels
         self.kl_weight = kl_weight
-        self.encoder = Encoder(in_channels, widths, latent_channels, spatial_steps, temporal_steps,
-                               num_res_blocks, causal)
-        self.decoder = Decoder(in_channels, widths, latent_channels, spatial_steps, temporal_steps,
-                               num_res_blocks, causal)
+        plan = _level_plan(widths, spatial_steps, temporal_steps)
+        self.encoder = build_encoder(in_channels, widths, latent_channels, plan, num_res_blocks, causal)
+        self.decoder = build_decoder(in_channels, widths, latent_channels, plan, num_res_blocks, causal)
         # Latent normalisation (W.A.L.T Sec. 5.2, Table 3e): identity until fit_latent_stats is called.
         self.register_buffer("latent_mean", torch.zeros(latent_channels))
         self.register_buffer("latent_std", torch.ones(latent_channels))
@@ -262,8 +232,7 @@ class CausalVAE(nn.Module):
                 H // self.spatial_down, W // self.spatial_down)
 
     # --- the two networks, all samples treated as videos -------------------------------------------------
-    def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, C, H, W) -> (B, 1 + k, 2c, h, w): mean and log-variance stacked along channels."""
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C, H, W) -> (B, 1 + k, 2c, h, w)
         self.latent_shape(x.shape[1], x.shape[3], x.shape[4])
         return rearrange(self.encoder(rearrange(x, "b t c h w -> b c t h w")), "b c t h w -> b t c h w")
 
@@ -324,7 +293,7 @@ class CausalVAE(nn.Module):
 
     def loss_terms(self, x: torch.Tensor, is_image: Optional[torch.Tensor] = None,
                    generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
-        """Stage-1 training loss: L1(x, decode(z)) + kl_weight * KL, z ~ q(z|x); each term a per-element mean.
+        """Stage-1 training loss: MSE(x, decode(z)) + kl_weight * KL, z ~ q(z|x); each term a per-element mean.
 
         Per-element means keep the loss (and so the learning rate) independent of the video size. Image
         samples are compared on their repeated frame, so they count like a video in the mean.
@@ -332,7 +301,7 @@ class CausalVAE(nn.Module):
         x = self._as_video(x)
         post = self.posterior(x, is_image)
         recon = self.decode(post.sample(generator), is_image)
-        reconstruction = (recon.float() - x.float()).abs().mean()
+        reconstruction = (recon.float() - x.float()).pow(2).mean()
         kl = post.kl().mean()
         return dict(loss=reconstruction + self.kl_weight * kl, reconstruction=reconstruction, kl=kl)
 
@@ -356,20 +325,15 @@ class CausalVAE(nn.Module):
             batches = zip(videos.split(batch_size), flags)
         else:
             batches = ((v, None) for v in videos)
-        total = torch.zeros((), dtype=torch.float64)
-        sums = torch.zeros(self.latent_channels, dtype=torch.float64)
-        squares = torch.zeros(self.latent_channels, dtype=torch.float64)
+        count, sums, squares = 0, 0.0, 0.0  # float64 running sums over all latent positions, per channel
         for x, flag in batches:
             z = self.encode(x, flag).double().transpose(0, 2).reshape(self.latent_channels, -1).cpu()
-            total += z.shape[1]
-            sums += z.sum(1)
-            squares += z.pow(2).sum(1)
-        if total == 0:
+            count, sums, squares = count + z.shape[1], sums + z.sum(1), squares + z.pow(2).sum(1)
+        if count == 0:
             raise ValueError("fit_latent_stats got no data")
-        mean = sums / total
-        std = (squares / total - mean ** 2).clamp_min(1e-12).sqrt()
+        mean = sums / count
         self.latent_mean.copy_(mean)
-        self.latent_std.copy_(std)
+        self.latent_std.copy_((squares / count - mean ** 2).clamp_min(1e-12).sqrt())
         return self.latent_mean.clone(), self.latent_std.clone()
 
     def _latent_stats(self, z: torch.Tensor):

@@ -52,7 +52,8 @@ from einops import rearrange
 from torch import nn
 
 from .conditioning import Cond
-from .layers import Attention, LabelEmbedder, Mlp, ScalarEmbedder, check_video, patchify, unpatchify
+from .layers import (Attention, LabelEmbedder, Mlp, ScalarEmbedder, check_video, frame_intervals, patchify,
+                     unpatchify)
 
 
 def group_patches(tokens: torch.Tensor, grid_h: int, group: Tuple[int, int]) -> torch.Tensor:
@@ -215,10 +216,7 @@ class FIT(nn.Module):
     def conditioning_tokens(self, c_noise: torch.Tensor, cond: Cond, batch: int) -> torch.Tensor:
         """(B, Nc, cond_dim): [noise level, frame interval, resolution (, label)] tokens."""
         device = c_noise.device
-        interval = cond.frame_interval
-        if interval is None:  # not given: interval 0 (as vdt.py)
-            interval = torch.zeros(batch, device=device)
-        interval = torch.as_tensor(interval, device=device).float().expand(batch)
+        interval = frame_intervals(cond, batch, device)
         size = getattr(cond, "resolution", None)
         if size is None:
             size = torch.tensor([self.height, self.width], dtype=torch.float32, device=device)
@@ -227,10 +225,7 @@ class FIT(nn.Module):
                   self.interval_embed(interval),
                   self.height_embed(size[:, 0].log()) + self.width_embed(size[:, 1].log())]
         if self.label_embed is not None:
-            if cond.labels is None:
-                raise ValueError("this model was trained with labels (num_classes > 0): pass cond.labels "
-                                 "(use DROPPED_LABEL for unconditional samples)")
-            tokens.append(self.label_embed(cond.labels.to(device)))
+            tokens.append(self.label_embed.of(cond, device))
         return torch.stack(tokens, dim=1)
 
     def initial_latents(self, self_cond: Optional[torch.Tensor], batch: int) -> torch.Tensor:

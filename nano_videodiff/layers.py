@@ -138,6 +138,30 @@ class LabelEmbedder(nn.Module):
             raise ValueError(f"labels must be in [0, {self.num_classes}) or DROPPED_LABEL={DROPPED_LABEL}")
         return self.table(torch.where(labels == DROPPED_LABEL, self.num_classes, labels))
 
+    def of(self, cond, device) -> torch.Tensor:
+        """The embedding of ``cond.labels``; a model built with labels must be given them."""
+        if cond.labels is None:
+            raise ValueError("this model was trained with labels (num_classes > 0): pass cond.labels "
+                             "(use DROPPED_LABEL for unconditional samples)")
+        return self(cond.labels.to(device))
+
+
+def conditioning_vector(noise_embed, interval_embed, label_embed, c_noise, cond, batch: int) -> torch.Tensor:
+    """c = emb(c_noise) + emb(frame interval) + emb(label) (label only if ``label_embed`` is not None):
+    the one vector per video that drives adaLN in VDT and W.A.L.T (DiT's conditioning, plus frame rate)."""
+    c = noise_embed(c_noise) + interval_embed(frame_intervals(cond, batch, c_noise.device))
+    if label_embed is not None:
+        c = c + label_embed.of(cond, c.device)
+    return c
+
+
+def frame_intervals(cond, batch: int, device) -> torch.Tensor:
+    """``cond.frame_interval`` as (B,) float seconds; not given means interval 0 for every sample."""
+    interval = cond.frame_interval
+    if interval is None:
+        return torch.zeros(batch, device=device)
+    return torch.as_tensor(interval, device=device).float().expand(batch)
+
 
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
     """(B, T, C, H, W) -> (B, T, N, C*p*p) with N = (H/p)(W/p): each frame cut into p x p patches."""

@@ -225,10 +225,7 @@ class UNet(nn.Module):
         """emb = MLP(Fourier(c_noise)) + label embedding: (B, emb_dim), one vector per video."""
         emb = self.noise_embed(torch.as_tensor(c_noise).expand(batch))
         if self.label_embed is not None:
-            if cond.labels is None:
-                raise ValueError("this model was trained with labels (num_classes > 0): pass cond.labels "
-                                 "(use DROPPED_LABEL for unconditional samples)")
-            emb = emb + self.label_embed(cond.labels.to(emb.device))
+            emb = emb + self.label_embed.of(cond, emb.device)
         return emb
 
     def check_input(self, x: torch.Tensor) -> None:

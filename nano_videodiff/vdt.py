@@ -39,7 +39,7 @@ from einops import rearrange
 from torch import nn
 
 from .conditioning import Cond
-from .layers import (AdaLNModulation, Attention, LabelEmbedder, Mlp, ScalarEmbedder, check_video,
+from .layers import (AdaLNModulation, Attention, LabelEmbedder, Mlp, ScalarEmbedder, check_video, conditioning_vector,
                      modulate, patchify, sincos_1d, sincos_2d, unpatchify)
 
 
@@ -129,17 +129,7 @@ class VDT(nn.Module):
 
     def conditioning_vector(self, c_noise: torch.Tensor, cond: Cond, batch: int) -> torch.Tensor:
         """c = emb(c_noise) + emb(frame interval) + emb(label): one vector per video for adaLN."""
-        c = self.noise_embed(c_noise)
-        interval = cond.frame_interval
-        if interval is None:  # not given: treat as interval 0 (the same for every sample)
-            interval = torch.zeros(batch, device=c.device)
-        c = c + self.interval_embed(torch.as_tensor(interval, device=c.device).float().expand(batch))
-        if self.label_embed is not None:
-            if cond.labels is None:
-                raise ValueError("this model was trained with labels (num_classes > 0): pass cond.labels "
-                                 "(use DROPPED_LABEL for unconditional samples)")
-            c = c + self.label_embed(cond.labels.to(c.device))
-        return c
+        return conditioning_vector(self.noise_embed, self.interval_embed, self.label_embed, c_noise, cond, batch)
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Optional[Cond] = None) -> torch.Tensor:
         cond = cond if cond is not None else Cond()

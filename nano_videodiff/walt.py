@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from .conditioning import Cond
-from .layers import AdaLNModulation, LabelEmbedder, Mlp, ScalarEmbedder, check_video, modulate, patchify, unpatchify
+from .layers import (AdaLNModulation, LabelEmbedder, Mlp, ScalarEmbedder, check_video, conditioning_vector, modulate,
+                     patchify, unpatchify)
 from .window_attention import AdaLNLoRA, WindowAttentionLayer, check_window
 
 
@@ -105,18 +106,8 @@ class WALT(nn.Module):
                    adaln_lora_rank=model_cfg.adaln_lora_rank)
 
     def conditioning_vector(self, c_noise: torch.Tensor, cond: Cond, batch: int) -> torch.Tensor:
-        """c = emb(c_noise) + emb(frame interval) + emb(label): one vector per sample (as vdt.VDT)."""
-        c = self.noise_embed(c_noise)
-        interval = cond.frame_interval
-        if interval is None:  # not given: interval 0 for every sample
-            interval = torch.zeros(batch, device=c.device)
-        c = c + self.interval_embed(torch.as_tensor(interval, device=c.device).float().expand(batch))
-        if self.label_embed is not None:
-            if cond.labels is None:
-                raise ValueError("this model was built with labels (num_classes > 0): pass cond.labels "
-                                 "(use DROPPED_LABEL for unconditional samples)")
-            c = c + self.label_embed(cond.labels.to(c.device))
-        return c
+        """c = emb(c_noise) + emb(frame interval) + emb(label): one vector per video for adaLN."""
+        return conditioning_vector(self.noise_embed, self.interval_embed, self.label_embed, c_noise, cond, batch)
 
     def positions(self, batch: int, frames: int, is_image: Optional[torch.Tensor]) -> torch.Tensor:
         """Space + time embedding (B, T, H/p, W/p, D); every frame of an image sample gets frame 0's time."""

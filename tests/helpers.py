@@ -1,4 +1,4 @@
-"""Small helpers shared by the backbone tests (test_vdt.py, test_fit.py)."""
+"""Small helpers shared by the backbone tests (test_vdt.py, test_fit.py, test_unet.py, test_temporal_alignment.py)."""
 import torch
 
 
@@ -17,3 +17,13 @@ def randomise(model, seed=0, std=0.2):
 
 def video(b, t, c, h, w, seed=0):
     return torch.randn(b, t, c, h, w, generator=gen(seed))
+
+
+def small_unet(seed=0, **kw):
+    """An image U-Net on 8x8 frames, two levels (8x8 and 4x4), attention at 4x4 (and in the middle block)."""
+    from nano_videodiff.unet import UNet
+    torch.manual_seed(seed)
+    cfg = dict(in_channels=3, channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
+               image_size=8, heads=2)
+    cfg.update(kw)
+    return UNet(**cfg)

@@ -1,7 +1,7 @@
 """Tests for Video LDM's temporal alignment (nano_videodiff/temporal_alignment.py)."""
 import pytest
 import torch
-from helpers import gen, randomise, video
+from helpers import gen, randomise, small_unet, video
 
 from nano_videodiff import masking, temporal_alignment
 from nano_videodiff.conditioning import Cond
@@ -12,16 +12,8 @@ from nano_videodiff.sampler import edm_sigmas, sample
 from nano_videodiff.temporal_alignment import (ALPHA_INIT_LOGIT, Conv3d, TemporalAttentionBlock,
                                                TemporalConvBlock, VideoLDM, interpolation_mask, prediction_mask,
                                                unet_baseline)
-from nano_videodiff.unet import AttentionBlock, ResBlock, UNet
+from nano_videodiff.unet import AttentionBlock, ResBlock
 from nano_videodiff.vdt import VDT
-
-
-def small_unet(seed=0, **kw):
-    torch.manual_seed(seed)
-    cfg = dict(in_channels=3, channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
-               image_size=8, heads=2)
-    cfg.update(kw)
-    return UNet(**cfg)
 
 
 def small_videoldm(seed=0, randomised=True, **kw):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import gen, randomise, video
+from helpers import gen, randomise, small_unet, video
 
 from nano_videodiff.conditioning import DROPPED_LABEL, Cond
 from nano_videodiff.config import get_preset
@@ -11,15 +11,6 @@ from nano_videodiff.models import backbone_class, build_denoiser
 from nano_videodiff.temporal_alignment import unet_baseline
 from nano_videodiff.unet import (PAPER_PARAMETERS, AttentionBlock, Downsample, ResBlock, UNet, Upsample,
                                  parse_ints, unet_config)
-
-
-def small_unet(seed=0, **kw):
-    """8x8 frames, two levels (8x8 and 4x4), attention at 4x4 (and in the middle block)."""
-    torch.manual_seed(seed)
-    cfg = dict(in_channels=3, channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
-               image_size=8, heads=2)
-    cfg.update(kw)
-    return UNet(**cfg)
 
 
 def count(module):
