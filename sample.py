@@ -192,6 +192,14 @@ def main(argv=None):
             image_videos = sample_videos()
         finally:
             model.backbone.image_only = False
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+        model.backbone.plot_alphas(ax)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out_dir / "alphas.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
 
     # ---- pictures: [given | output | truth] per video ------------------------------------------------------
     panels = [videos] if image_videos is None else [image_videos, videos]

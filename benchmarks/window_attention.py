@@ -51,6 +51,7 @@ from nano_videodiff.walt import WALT  # noqa: E402
 LAYOUTS = ("windows", "ST = clip", "full")
 GRIDS = [(4, 16, 16), (8, 16, 16), (16, 16, 16)]  # T x H x W tokens (patch 1); full bf16 at 4096 tokens: ~4 GB
 QUICK_GRIDS = [(2, 8, 8), (4, 8, 8)]
+MODEL, QUICK_MODEL = (128, 4, 4), (32, 2, 2)  # WALT width, blocks, heads
 
 
 @contextlib.contextmanager
@@ -132,23 +133,9 @@ def measure(layout, grid, dtype, repeats, dim, depth, heads) -> dict:
     return {"flops": flops, "peak": peak, "time": timing}
 
 
-def main(argv) -> None:
-    if "-h" in argv or "--help" in argv:
-        print(__doc__)
-        return
-    quick = "--quick" in argv
-    options = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
-    repeats = int(options.get("repeats", 2 if quick else 5))
-    dtypes = options.get("dtypes", "fp32,bf16").split(",")
-    torch.set_num_threads(int(options.get("threads", 1)))
-    grids = QUICK_GRIDS if quick else GRIDS
-    dim, depth, heads = (32, 2, 2) if quick else (128, 4, 4)
-    print(f"# W.A.L.T window attention vs full attention: WALT {depth} blocks x {dim} wide, {heads} heads, "
-          f"batch 2, training step (forward + backward){' [quick]' if quick else ''}\n")
-    print(machine_line())
-    print(f"\n{load_average()} (before)\n")
-    t0 = time.time()
-    rows = []
+def run(grids, dtypes, repeats: int, dim: int, depth: int, heads: int) -> str:
+    """The table (every layout at every grid and dtype, ratios to windows) and the paper's numbers."""
+    t0, rows = time.time(), []
     for dtype in dtypes:
         for grid in grids:
             results = {layout: measure(layout, grid, dtype, repeats, dim, depth, heads) for layout in LAYOUTS}
@@ -164,10 +151,29 @@ def main(argv) -> None:
                              fmt(derive(lambda f: f / 1e9, r["flops"]), ".2f"),
                              fmt(derive(lambda f, b: f / b, r["flops"], base["flops"]), ".2f")])
             print(f"  {dtype} {'x'.join(map(str, grid))} done ({time.time() - t0:.0f} s)", file=sys.stderr)
-    print(markdown_table(["dtype", "grid T x H x W", "tokens", "attention", "ms/step (min-max)", "time / windows",
-                          "peak MiB", "peak / windows", "GFLOPs", "FLOPs / windows"], rows))
-    print("\npaper, for comparison (Table 3b: UCF-101, 5x16x16 latent, TPU training steps/s): 5x8x8 windows "
-          "2.00, ST = clip (5x16x16) 1.75, full 1.20; time / windows = 1.14 (ST = clip) and 1.67 (full)")
+    return (markdown_table(["dtype", "grid T x H x W", "tokens", "attention", "ms/step (min-max)", "time / windows",
+                            "peak MiB", "peak / windows", "GFLOPs", "FLOPs / windows"], rows)
+            + "\n\npaper, for comparison (Table 3b: UCF-101, 5x16x16 latent, TPU training steps/s): 5x8x8 windows "
+              "2.00, ST = clip (5x16x16) 1.75, full 1.20; time / windows = 1.14 (ST = clip) and 1.67 (full)")
+
+
+def main(argv) -> None:
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        return
+    quick = "--quick" in argv
+    options = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+    repeats = int(options.get("repeats", 2 if quick else 5))
+    dtypes = options.get("dtypes", "fp32,bf16").split(",")
+    torch.set_num_threads(int(options.get("threads", 1)))
+    grids = QUICK_GRIDS if quick else GRIDS
+    dim, depth, heads = QUICK_MODEL if quick else MODEL
+    print(f"# W.A.L.T window attention vs full attention: WALT {depth} blocks x {dim} wide, {heads} heads, "
+          f"batch 2, training step (forward + backward){' [quick]' if quick else ''}\n")
+    print(machine_line())
+    print(f"\n{load_average()} (before)\n")
+    t0 = time.time()
+    print(run(grids, dtypes, repeats, dim, depth, heads))
     print(f"\n{load_average()} (after; {time.time() - t0:.0f} s, medians of {repeats} steps, "
           f"{torch.get_num_threads()} thread(s))")
 

@@ -220,6 +220,19 @@ class VideoLDM(nn.Module):
         """{spatial layer index: alpha} of every temporal layer, as floats."""
         return {int(k): float(layer.alpha().detach()) for k, layer in self.temporal.items()}
 
+    def plot_alphas(self, ax) -> None:
+        """Bar plot of every temporal layer's alpha on a matplotlib axis (blue: 3D conv, orange: attention)."""
+        alphas = self.alphas()
+        levels = {layer.index: layer.level for layer in self.unet.spatial_layers()}
+        colors = ["tab:blue" if isinstance(self.temporal[str(i)], TemporalConvBlock) else "tab:orange"
+                  for i in alphas]
+        ax.bar(range(len(alphas)), list(alphas.values()), color=colors)
+        ax.axhline(torch.sigmoid(torch.tensor(0.5)).item(), color="gray", ls="--", lw=1, label="init sigmoid(0.5)")
+        ax.set_xticks(range(len(alphas)), [f"{i}\nL{levels[i]}" for i in alphas], fontsize=7)
+        ax.set(xlabel="temporal layer (after spatial layer i, at U-Net level L)", ylabel="alpha", ylim=(0, 1),
+               title="learned alpha per layer (blue: 3D conv, orange: attention)")
+        ax.legend(fontsize=8)
+
     def load_image_model(self, state: dict) -> None:
         """Load an image model's U-Net weights into the spatial layers (strict, with a clear error).
 

@@ -259,7 +259,7 @@ def test_video_ldm_workflow_image_model_then_alignment(tmp_path):
     assert not any(p.requires_grad for p in video["model"].backbone.unet.parameters())
     both = sample_script.main([f"--ckpt={tmp_path / 'video' / 'ckpt.pt'}", f"--out_dir={tmp_path / 's'}",
                                "--num_videos=2", "--steps=2", "--image_model"])
-    assert both.shape[0] == 2
+    assert both.shape[0] == 2 and (tmp_path / "s" / "alphas.png").stat().st_size > 0
     with pytest.raises(ValueError, match="init_from"):  # a frozen random U-Net is refused
         train.main(smoke_args(tmp_path / "bad", "--backbone=videoldm", "--max_steps=1", *unet))
 

@@ -210,16 +210,8 @@ print(f"VideoLDM with alpha = 1 reproduces the image model bit-exactly: {exact}"
 
 # %%
 alphas = ldm.alphas()
-levels = {layer.index: layer.level for layer in ldm.unet.spatial_layers()}
-kinds = ["3D conv" if isinstance(ldm.temporal[str(i)], TemporalConvBlock) else "attention" for i in alphas]
 fig, (ax_a, ax_l) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw=dict(width_ratios=[1.6, 1]))
-colors = ["tab:blue" if k == "3D conv" else "tab:orange" for k in kinds]
-ax_a.bar(range(len(alphas)), list(alphas.values()), color=colors)
-ax_a.axhline(torch.sigmoid(torch.tensor(0.5)).item(), color="gray", ls="--", lw=1, label="init sigmoid(0.5)")
-ax_a.set_xticks(range(len(alphas)), [f"{i}\nL{levels[i]}" for i in alphas], fontsize=7)
-ax_a.set(xlabel="temporal layer (after spatial layer i, at U-Net level L)", ylabel="alpha", ylim=(0, 1),
-         title="learned alpha per layer (blue: 3D conv, orange: attention)")
-ax_a.legend(fontsize=8)
+ldm.plot_alphas(ax_a)
 ax_l.plot(image_losses, lw=0.8, label="image model (single frames)")
 ax_l.plot(align_losses, lw=0.8, label="alignment (temporal layers only)")
 ax_l.set(xlabel="step", ylabel="loss", yscale="log", title="training losses")
