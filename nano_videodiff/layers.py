@@ -17,14 +17,21 @@ from torch import nn
 from .conditioning import DROPPED_LABEL
 
 
+# Up to this many keys, CPU bf16 attention is faster as two explicit matmuls than PyTorch's fused kernel
+# (forward + backward, one thread: 16 keys 62 vs 216 ms, 64 keys 44 vs 127, 144 keys 91 vs 177; at 256
+# keys 160 vs 136 and at 576 keys 368 vs 299 the fused kernel wins, and it never stores the N x N logits).
+EXPLICIT_ATTENTION_MAX_KEYS = 256
+
+
 def attention(q, k, v, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) + mask) v for (..., heads, N, d) tensors; ``attn_mask`` bool (True = attend).
 
-    ``scaled_dot_product_attention`` everywhere except one measured case: on CPU under bf16 autocast,
-    PyTorch's fused CPU kernel is several times slower (forward + backward) than writing the two matmuls
-    out, which then run on the CPU's bf16 matrix units (benchmarks/throughput.py prints both).
+    ``scaled_dot_product_attention`` everywhere except one measured case: on CPU under bf16 autocast with
+    short sequences (the temporal and spatial attention of the toy models), PyTorch's fused CPU kernel is
+    several times slower than writing the two matmuls out, which then run on the CPU's bf16 matrix units
+    (benchmarks/throughput.py prints both; ``EXPLICIT_ATTENTION_MAX_KEYS`` holds the crossover).
     """
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.shape[-2] <= EXPLICIT_ATTENTION_MAX_KEYS:
         logits = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
         if attn_mask is not None:
             logits = logits.masked_fill(~attn_mask, float("-inf"))

@@ -313,6 +313,18 @@ def test_attention_matches_reference_bf16(masked):
     torch.testing.assert_close(out.double(), expected, rtol=0.05, atol=0.05)
 
 
+def test_attention_bf16_long_sequences_take_the_fused_kernel_and_stay_correct():
+    """Beyond EXPLICIT_ATTENTION_MAX_KEYS keys the fused kernel runs (no N x N logits kept): same result."""
+    from nano_videodiff.layers import EXPLICIT_ATTENTION_MAX_KEYS
+    g = gen(3)
+    n = EXPLICIT_ATTENTION_MAX_KEYS + 44
+    q, k, v = (torch.randn(2, 2, n, 16, generator=g, dtype=torch.float64) for _ in range(3))
+    mask = torch.rand(2, 1, n, n, generator=g) > 0.3
+    mask[..., 0] = True  # every query sees at least one key
+    out = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
+    torch.testing.assert_close(out.double(), ref_attention(q, k, v, mask), rtol=0.05, atol=0.05)
+
+
 def ref_attention_module(mod, x, context=None):
     """Attention written out from the module's weights: heads split the channels as (h d)."""
     context = x if context is None else context
