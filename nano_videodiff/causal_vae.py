@@ -5,18 +5,14 @@ without the quantizer: a 3D CNN maps a video of ``1 + f_t k`` frames of H x W pi
 frames of (H/f_s) x (W/f_s) x c real values (paper: f_s = 8, f_t = 4, c = 8, so 17 x 128^2 -> 5 x 16^2).
 
 **Causality is the point.** Every convolution sees only the current and the past k_t - 1 frames
-(``CausalConv3d``), every normalisation works frame by frame, and every temporal downsampling step keeps
-the first frame as its own output frame. So latent frame 0 depends on pixel frame 0 alone, and latent frame
-j on pixel frames <= j f_t. An image is then simply a one-frame video, and it gets exactly the latent that
-the first frame of any video starting with it gets: images and videos share one latent space, which is
-what lets W.A.L.T train one transformer jointly on both (Sec. 4.1).
+(``CausalConv3d``), every normalisation works frame by frame, and each temporal downsampling keeps the
+first frame as its own output frame. So latent frame j depends on pixel frames <= j f_t only, and latent
+frame 0 on frame 0 alone: an image is a one-frame video, with exactly the latent of the first frame of
+any video that starts with it. One latent space for both lets W.A.L.T train jointly on images and videos.
 
-Shapes, with the toy default f_s = 4, f_t = 2, vae_channel_mult "1,2" (widths 32, 64, 64):
-
-    x (B, 1 + 2k, C, 32, 32) -> conv_in -> level 0 (width 32, 1 + 2k frames, 32^2) -- down: space
-        -> level 1 (width 64, 1 + 2k frames, 16^2) -- down: space and time -> level 2 (64, 1 + k, 8^2)
-        -> conv_out -> mean, logvar (B, 1 + k, c, 8, 8)
-    the decoder mirrors it, upsampling by depth-to-space.
+Toy default (f_s = 4, f_t = 2, vae_channel_mult "1,2", widths 32, 64, 64):
+    x (B, 1 + 2k, C, 32, 32) -> conv -> res block @32^2 -> down (space) -> res block @16^2
+    -> down (space + time) -> res block @8^2 -> mean, logvar (B, 1 + k, c, 8, 8); the decoder mirrors it.
 
 Our choices where the papers are silent (research notes: "UNCONFIRMED"), each pinned by a test:
 - Temporal pad frames are copies of the first frame, not zeros. Causality holds either way, but with
@@ -139,7 +135,7 @@ class Upsample(nn.Module):
 
 def _level_plan(widths: Sequence[int], spatial_steps: int, temporal_steps: int):
     """(width in, width out, spatial factor, temporal factor) of the len(widths) - 1 resampling steps:
-    spatial 2x steps first, temporal 2x steps last (at the lowest resolution, where frames are cheap)."""
+    spatial 2x steps first, temporal 2x steps last, so the high-resolution levels see every frame."""
     n = len(widths) - 1
     return [(widths[i], widths[i + 1], 2 if i < spatial_steps else 1, 2 if i >= n - temporal_steps else 1)
             for i in range(n)]

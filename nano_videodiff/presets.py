@@ -87,20 +87,22 @@ def _walt_physion(stage: str) -> Callable[[], Config]:
 
     ``walt_vae_physion`` trains the autoencoder; ``walt_physion`` the window-attention transformer on its
     normalised latents (patch 1: 9 x 8 x 8 tokens, spatiotemporal windows 9 x 4 x 4), predicting the last
-    8 frames from the first 9, as the default main job does in pixel space.
+    8 frames from the first 9, as the default main job does in pixel space, jointly with images (single
+    frames; the identity mask keeps them out of the spatiotemporal layers).
     """
     def preset() -> Config:
         cfg = _physion("collide")()
         d, m = cfg.data, cfg.model
         d.num_frames = 17
-        m.vae_channels, m.vae_channel_mult, m.vae_latent_channels = 32, "1,2", 4
+        m.vae_channels, m.vae_channel_mult, m.vae_latent_channels = 16, "1,2", 4
         m.vae_spatial_down, m.vae_temporal_down = 4, 2
         cfg.run.out_dir = f"out/{stage}"
-        if stage == "walt_vae_physion":
+        if stage == "walt_vae_physion":  # 0.6M parameters
             m.backbone = "causal_vae"
             cfg.task.masking, cfg.task.context_dropout = "none", 0.0
-            cfg.optim.max_steps, cfg.optim.lr = 600, 2e-3
+            cfg.optim.max_steps, cfg.optim.lr, cfg.optim.batch_size = 1200, 1e-3, 8
             return cfg
+        d.image_fraction = 0.25  # joint training: a quarter of each batch is single frames (images)
         d.autoencoder = "out/walt_vae_physion/ckpt.pt"
         cfg.diffusion.sigma_data = 1.0  # normalised latents have unit variance
         m.backbone, m.patch_size, m.dim, m.depth, m.heads = "walt", 1, 128, 4, 4
