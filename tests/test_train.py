@@ -222,10 +222,19 @@ def test_fsdp_checkpoint_resumes_in_one_process(tmp_path):
         assert torch.allclose(a, b, atol=1e-5), name
 
 
-@pytest.mark.slow  # torch.compile takes about a minute on 2 CPU cores; run with `pytest -m slow`
-def test_compile_gives_the_same_training_and_clean_checkpoint_keys(tmp_path):
-    plain = train.main(smoke_args(tmp_path / "plain", "--max_steps=3"))
-    compiled = train.main(smoke_args(tmp_path / "compiled", "--max_steps=3", "--compile"))
+BACKBONE_ARGS = {"vdt": [], "fit": ["--fit_group_h=2", "--fit_group_w=2", "--fit_num_latents=8"],
+                 "walt": ["--walt_window_h=2", "--walt_window_w=2"],
+                 "unet": ["--unet_channels=8", "--unet_channel_mult=1,2", "--unet_num_res_blocks=1"],
+                 "videoldm": ["--unet_channels=8", "--unet_channel_mult=1,2", "--unet_num_res_blocks=1",
+                              "--freeze_image_model=false"]}
+
+
+@pytest.mark.slow  # torch.compile takes about a minute per backbone on 2 CPU cores; run with `pytest -m slow`
+@pytest.mark.parametrize("backbone", sorted(BACKBONE_ARGS))
+def test_compile_gives_the_same_training_and_clean_checkpoint_keys(tmp_path, backbone):
+    args = [f"--backbone={backbone}", "--max_steps=3", *BACKBONE_ARGS[backbone]]
+    plain = train.main(smoke_args(tmp_path / "plain", *args))
+    compiled = train.main(smoke_args(tmp_path / "compiled", *args, "--compile"))
     assert compiled["last_loss"] == pytest.approx(plain["last_loss"], rel=1e-4)
     keys = torch.load(tmp_path / "compiled" / "ckpt.pt", weights_only=True)["model"].keys()
     assert not any("_orig_mod" in k for k in keys)
@@ -267,11 +276,6 @@ def test_video_ldm_workflow_image_model_then_alignment(tmp_path):
 @pytest.mark.parametrize("backbone", ["vdt", "fit", "walt", "unet", "videoldm"])
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
 def test_every_backbone_trains_a_step_on_cpu(tmp_path, backbone, dtype):
-    extra = {"fit": ["--fit_group_h=2", "--fit_group_w=2", "--fit_num_latents=8"],
-             "walt": ["--walt_window_h=2", "--walt_window_w=2"],
-             "unet": ["--unet_channels=8", "--unet_channel_mult=1,2", "--unet_num_res_blocks=1"],
-             "videoldm": ["--unet_channels=8", "--unet_channel_mult=1,2", "--unet_num_res_blocks=1",
-                          "--freeze_image_model=false"]}.get(backbone, [])
     result = train.main(smoke_args(tmp_path / "run", f"--backbone={backbone}", f"--dtype={dtype}", "--max_steps=2",
-                                   "--masking=predict", "--activation_checkpointing", *extra))
+                                   "--masking=predict", "--activation_checkpointing", *BACKBONE_ARGS[backbone]))
     assert torch.isfinite(torch.tensor(result["last_loss"]))
