@@ -117,6 +117,29 @@ def matmul_peak_gflops(dtype: torch.dtype, sizes: Sequence[int] = (1024, 2048), 
     return best
 
 
+def conv_gflops(dtype: torch.dtype, channels: int = 64, size: int = 32, batch: int = 16, repeats: int = 5) -> float:
+    """Median GFLOP/s of a 3x3 convolution, ``channels`` -> ``channels`` on ``batch`` x ``size`` x ``size`` maps
+    (2 * 9 C^2 H W B FLOPs), in ``dtype``. PyTorch runs convolutions with oneDNN, not the BLAS library behind
+    ``torch.mm``, and the two need not reach the same rate: context for MFU values near or above 100%."""
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(dtype)
+    x = torch.randn(batch, channels, size, size).to(dtype)
+    with torch.no_grad():
+        ms = time_ms(lambda: conv(x), repeats=repeats, warmup=2)["median"]
+    return 2 * 9 * channels**2 * size**2 * batch / (ms * 1e-3) / 1e9
+
+
+def peak_table(peaks: dict) -> str:
+    """Markdown table of ``matmul_peak_gflops`` results, {dtype name: result (or an Error)}."""
+    rows = [[name, fmt(derive(lambda p: p["n"], peak), "d"), fmt(derive(lambda p: p["gflops"], peak), ".0f")]
+            for name, peak in peaks.items()]
+    return markdown_table(["matmul peak", "best n", "GFLOP/s"], rows)
+
+
+def mfu(gflops, peak) -> str:
+    """Model FLOPs utilisation: achieved GFLOP/s as a percentage of a ``matmul_peak_gflops`` result."""
+    return derive(lambda a, p: f"{100 * a / p['gflops']:.1f}%", gflops, peak)
+
+
 # ---- FLOPs -------------------------------------------------------------------------------------------
 
 def _cpu_sdpa(q, k, v, *args, out_shape=None, **kwargs) -> int:

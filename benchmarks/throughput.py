@@ -36,7 +36,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from benchmarks.common import (attempt, count_flops, derive, fmt, fmt_ms, load_average,  # noqa: E402
-                               machine_line, markdown_table, matmul_peak_gflops, time_ms)
+                               machine_line, markdown_table, matmul_peak_gflops, mfu, peak_table, time_ms)
 from nano_videodiff import config as config_lib, masking  # noqa: E402
 from nano_videodiff.conditioning import Cond  # noqa: E402
 from nano_videodiff.edm import sample_training_sigma  # noqa: E402
@@ -161,7 +161,7 @@ def speed_row(name: str, dtype: str, t, flops, batch_size: int, peak, note: str 
             mark + fmt(derive(lambda m: m / batch_size, ms), ".2f"),
             mark + fmt(derive(lambda m: 1e3 * batch_size / m, ms), ".2f"),
             fmt(derive(lambda f: f / batch_size / 1e9, flops), ".3g"), mark + fmt(gflops, ".1f"),
-            mark + derive(lambda a, p: f"{100 * a / p['gflops']:.1f}%", gflops, peak)]
+            mark + mfu(gflops, peak)]
 
 
 def speed_table(cfg, model, peak: dict, repeats: int, sample_budget: float) -> str:
@@ -213,9 +213,7 @@ def main(argv) -> None:
     print(f"\n{load_average()} (before)\n")
 
     peak = {dt: attempt(matmul_peak_gflops, TORCH_DTYPE[dt], repeats=repeats) for dt in DTYPES}
-    print(markdown_table(["matmul peak", "best n", "GFLOP/s"],
-                         [[dt, fmt(derive(lambda p: p["n"], peak[dt]), "d"),
-                           fmt(derive(lambda p: p["gflops"], peak[dt]), ".0f")] for dt in DTYPES]))
+    print(peak_table(peak))
     print("\n" + speed_table(cfg, model, peak, repeats, sample_budget))
     print("\n" + attention_table(cfg, repeats))
     print(f"\n{load_average()} (after; {time.time() - t0:.0f} s in all, medians of {repeats} repeats)")
