@@ -30,7 +30,6 @@ from tqdm.auto import tqdm
 
 import toy_data
 from nano_videodiff import config as config_lib
-from nano_videodiff import masking
 from nano_videodiff.batches import TrainingData, make_batch  # what one training step sees
 from nano_videodiff.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from nano_videodiff.distributed import (apply_activation_checkpointing, autocast_context, full_optimizer_state_dict,
@@ -40,9 +39,8 @@ from nano_videodiff.distributed import (apply_activation_checkpointing, autocast
 from nano_videodiff.edm import Denoiser
 from nano_videodiff.latent import load_autoencoder_weights, uses_latents
 from nano_videodiff.models import build_autoencoder, build_denoiser, count_parameters
-from nano_videodiff.generation import generate, show_known
 from nano_videodiff.lamb import LAMB
-from nano_videodiff.video_io import frames_grid, save_gif, save_png, video_grid
+from nano_videodiff.previews import plot_losses, write_preview
 
 # Fields that may change when resuming (they do not change what is computed).
 RESUMABLE_CHANGES = {"run.out_dir", "run.device", "run.compile", "run.log_every", "run.ckpt_every",
@@ -119,51 +117,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@torch.no_grad()
-def write_preview(cfg, ema, device, path: Path) -> None:
-    """Sample a few videos from the EMA model with fixed noise; write one GIF and a PNG of frames.
-
-    A masked model (``--masking``) is shown predicting held-out clips: [given | output | truth].
-    """
-    n, d = cfg.run.num_preview, cfg.data
-    labels = torch.arange(n) % d.num_classes if d.num_classes > 0 else None
-    known = known_x = None
-    if not isinstance(ema, Denoiser):  # the autoencoder (W.A.L.T stage 1): [input | reconstruction]
-        clips = toy_data.get_batch(toy_data.build_dataset(d, "test"), range(n))["video"]
-        panels = [clips, ema.reconstruct(clips.to(device)).clamp(-1, 1).cpu()]
-        save_gif(path.with_suffix(".gif"), video_grid(torch.cat(panels, dim=-1), ncol=1), fps=d.fps)
-        save_png(path.with_suffix(".png"), frames_grid(torch.stack(panels, 1).flatten(0, 1)), scale=2)
-        return
-    if cfg.task.masking != "none":
-        batch = toy_data.get_batch(toy_data.build_dataset(d, "test"), range(n))
-        known_x = batch["video"]
-        k = cfg.task.num_context or d.num_frames // 2
-        known = masking.predict(n, d.num_frames, d.resolution, d.resolution, num_context=k)
-        labels = batch["labels"].long() if labels is not None else None
-    videos = generate(ema, cfg, n, known=known, known_x=known_x, labels=labels, steps=cfg.run.preview_steps,
-                      seed=0, dtype=cfg.run.dtype, batch_size=n, device=device)
-    panels = [videos] if known is None else [show_known(known_x, known), videos, known_x]
-    save_gif(path.with_suffix(".gif"), video_grid(torch.cat(panels, dim=-1), ncol=1 if known is not None else None),
-             fps=d.fps)
-    save_png(path.with_suffix(".png"), frames_grid(torch.stack(panels, 1).flatten(0, 1)), scale=2)
-
-
-def plot_losses(log_path: Path, png_path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    if not rows:
-        return
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
-    ax.set(xlabel="step", ylabel="training loss (EDM-weighted)", yscale="log", title=png_path.parent.name)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
 
 
 def init_weights(model, path) -> None:

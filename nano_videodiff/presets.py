@@ -67,6 +67,16 @@ def _bouncing_balls_tasks() -> Config:
     return cfg
 
 
+def _physion_collide_tasks() -> Config:
+    """VDT's task mixture on toy Physion Collide: one model for generation, prediction, backward prediction,
+    interpolation, animation and completion of physics clips (fixed agent/patient colours make this much
+    easier to learn in CPU minutes than bouncing balls with random colours and sizes)."""
+    cfg = _physion("collide")()
+    cfg.task.masking, cfg.task.num_context = "vdt", 8
+    cfg.run.out_dir = "out/physion_collide_tasks"
+    return cfg
+
+
 def _with_fit(base: Callable[[], Config], name: str) -> Callable[[], Config]:
     """The same experiment with Snap Video's FIT backbone (toy size: 2 blocks x 2 global layers)."""
     def preset() -> Config:
@@ -137,6 +147,7 @@ def _videoldm_bouncing_balls(stage: str) -> Callable[[], Config]:
 PRESETS: Dict[str, Callable[[], Config]] = {
     "bouncing_balls": _bouncing_balls,
     "bouncing_balls_tasks": _bouncing_balls_tasks,
+    "physion_collide_tasks": _physion_collide_tasks,
     "moving_mnist": _moving_mnist,
     "smoke": _smoke,
     "walt_vae_physion": _walt_physion("walt_vae_physion"),

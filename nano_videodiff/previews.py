@@ -1,0 +1,62 @@
+"""What a training run shows while it runs: preview videos sampled from the EMA model, and the loss curve.
+
+``train.py`` calls both at its checkpoints; they only read the model and write files (rank 0 only).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+import toy_data
+
+from . import masking
+from .edm import Denoiser
+from .generation import generate, show_known
+from .video_io import frames_grid, save_gif, save_png, video_grid
+
+
+@torch.no_grad()
+def write_preview(cfg, ema, device, path: Path) -> None:
+    """Sample a few videos from the EMA model with fixed noise; write one GIF and a PNG of frames.
+
+    A masked model (``--masking``) is shown predicting held-out clips: [given | output | truth].
+    """
+    n, d = cfg.run.num_preview, cfg.data
+    labels = torch.arange(n) % d.num_classes if d.num_classes > 0 else None
+    known = known_x = None
+    if not isinstance(ema, Denoiser):  # the autoencoder (W.A.L.T stage 1): [input | reconstruction]
+        clips = toy_data.get_batch(toy_data.build_dataset(d, "test"), range(n))["video"]
+        panels = [clips, ema.reconstruct(clips.to(device)).clamp(-1, 1).cpu()]
+        save_gif(path.with_suffix(".gif"), video_grid(torch.cat(panels, dim=-1), ncol=1), fps=d.fps)
+        save_png(path.with_suffix(".png"), frames_grid(torch.stack(panels, 1).flatten(0, 1)), scale=2)
+        return
+    if cfg.task.masking != "none":
+        batch = toy_data.get_batch(toy_data.build_dataset(d, "test"), range(n))
+        known_x = batch["video"]
+        k = cfg.task.num_context or d.num_frames // 2
+        known = masking.predict(n, d.num_frames, d.resolution, d.resolution, num_context=k)
+        labels = batch["labels"].long() if labels is not None else None
+    videos = generate(ema, cfg, n, known=known, known_x=known_x, labels=labels, steps=cfg.run.preview_steps,
+                      seed=0, dtype=cfg.run.dtype, batch_size=n, device=device)
+    panels = [videos] if known is None else [show_known(known_x, known), videos, known_x]
+    save_gif(path.with_suffix(".gif"), video_grid(torch.cat(panels, dim=-1), ncol=1 if known is not None else None),
+             fps=d.fps)
+    save_png(path.with_suffix(".png"), frames_grid(torch.stack(panels, 1).flatten(0, 1)), scale=2)
+
+
+def plot_losses(log_path: Path, png_path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
+    ax.set(xlabel="step", ylabel="training loss (EDM-weighted)", yscale="log", title=png_path.parent.name)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
