@@ -61,7 +61,7 @@ class TemporalLayer(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.mix_logit = nn.Parameter(torch.tensor(ALPHA_INIT_LOGIT))
+        self.mix_logit = nn.Parameter(torch.full((1,), ALPHA_INIT_LOGIT))  # 1-D: FSDP2 cannot shard scalars
 
     def alpha(self, is_image: Optional[torch.Tensor] = None) -> torch.Tensor:
         """sigmoid(mix_logit); with ``is_image`` (N,) bool: (N,), exactly 1 where True."""

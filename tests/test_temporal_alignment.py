@@ -49,7 +49,7 @@ def test_alpha_is_the_sigmoid_of_its_parameter():
     layer = model.temporal["0"]
     with torch.no_grad():
         layer.mix_logit.fill_(-1.3)
-    assert torch.equal(layer.alpha(), torch.sigmoid(torch.tensor(-1.3)))
+    assert torch.equal(layer.alpha(), torch.sigmoid(torch.tensor([-1.3])))
     assert layer.alpha().item() == pytest.approx(0.21416502)
     per_row = layer.alpha(torch.tensor([True, False, True]))
     assert per_row.tolist() == [1.0, pytest.approx(0.21416502), 1.0]  # images: alpha = 1 exactly

@@ -190,25 +190,29 @@ def logged_losses(run_dir):
     return [json.loads(l)["loss"] for l in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_processes_equal_one_process(tmp_path, parallel):
+@pytest.mark.parametrize("parallel,backbone", [("ddp", "vdt"), ("fsdp", "vdt"), ("fsdp", "videoldm")])
+def test_two_processes_equal_one_process(tmp_path, parallel, backbone):
     """torchrun with 2 CPU processes (gloo) sees the same global batch as one process: same losses, weights.
 
     DDP replicates the model, FSDP2 shards it; both must give one process's numbers (to float tolerance),
     with gradient accumulation and activation checkpointing on (the FSDP run) or off (the DDP run).
     """
     args = ["--config=smoke", "--max_steps=3", "--log_every=1", "--preview_every=0", "--image_fraction=0.5",
-            "--masking=vdt", "--depth=2"]
+            "--masking=vdt", "--depth=2", f"--backbone={backbone}", *BACKBONE_ARGS[backbone]]
     extra = ["--grad_accum_steps=2", "--activation_checkpointing"] if parallel == "fsdp" else []
     torchrun(tmp_path, *args, *extra, f"--parallel={parallel}", f"--out_dir={tmp_path / 'two'}")
     single = train.main([*args, f"--out_dir={tmp_path / 'one'}"])
     two, one = logged_losses(tmp_path / "two"), logged_losses(tmp_path / "one")
     assert len(two) == 3 and two == pytest.approx(one, rel=1e-5)
     saved = torch.load(tmp_path / "two" / "ckpt.pt", weights_only=True)
+    # Weights within a tenth of one AdamW step (lr 1e-3): Adam divides by sqrt(v), so a parameter whose
+    # gradients are ~0 (the U-Net's zero-initialised output layers) turns float rounding differences of
+    # the cross-rank reduction into update differences of up to ~lr; the VDT matches to 1e-5.
+    atol = 1e-5 if backbone == "vdt" else 1e-4
     for name, value in single["model"].state_dict().items():  # full tensors with plain names
-        assert torch.allclose(saved["model"][name], value, atol=1e-5), name
+        assert torch.allclose(saved["model"][name], value, atol=atol), name
     for name, value in single["ema"].state_dict().items():
-        assert torch.allclose(saved["ema"][name], value, atol=1e-5), name
+        assert torch.allclose(saved["ema"][name], value, atol=atol), name
 
 
 def test_fsdp_checkpoint_resumes_in_one_process(tmp_path):
