@@ -170,3 +170,12 @@ def markdown_table(headers: Sequence[str], rows: List[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def parse_simple_args(argv, doc: str):
+    """``--quick`` and ``--key=value`` options of the small benchmark scripts: (quick, {key: value}), or
+    None after printing ``doc`` for -h/--help."""
+    if "-h" in argv or "--help" in argv:
+        print(doc)
+        return None
+    return "--quick" in argv, dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks.common import (Error, attempt, derive, fmt, fmt_ms, load_average, machine_line,  # noqa: E402
-                               markdown_table)
+                               markdown_table, parse_simple_args)
 from benchmarks.throughput import measure_training  # noqa: E402
 from nano_videodiff.config import get_preset  # noqa: E402
 from nano_videodiff.models import BACKBONES, build_denoiser, count_parameters  # noqa: E402
@@ -176,11 +176,10 @@ def run(frames, fixed_resolution: int, resolutions, fixed_frames: int, batch_siz
 
 
 def main(argv) -> None:
-    if "-h" in argv or "--help" in argv:
-        print(__doc__)
+    parsed = parse_simple_args(argv, __doc__)
+    if parsed is None:
         return
-    quick = "--quick" in argv
-    options = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+    quick, options = parsed
     torch.set_num_threads(int(options.get("threads", os.cpu_count())))
     sizes = QUICK if quick else FULL
     repeats = int(options.get("repeats", 1 if quick else 3))

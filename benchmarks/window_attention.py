@@ -43,7 +43,7 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from benchmarks.common import (attempt, count_flops, derive, fmt, fmt_ms, load_average,  # noqa: E402
-                               machine_line, markdown_table, time_ms)
+                               machine_line, markdown_table, parse_simple_args, time_ms)
 from nano_videodiff.conditioning import Cond  # noqa: E402
 from nano_videodiff.edm import Denoiser  # noqa: E402
 from nano_videodiff.walt import WALT  # noqa: E402
@@ -158,11 +158,10 @@ def run(grids, dtypes, repeats: int, dim: int, depth: int, heads: int) -> str:
 
 
 def main(argv) -> None:
-    if "-h" in argv or "--help" in argv:
-        print(__doc__)
+    parsed = parse_simple_args(argv, __doc__)
+    if parsed is None:
         return
-    quick = "--quick" in argv
-    options = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+    quick, options = parsed
     repeats = int(options.get("repeats", 2 if quick else 5))
     dtypes = options.get("dtypes", "fp32,bf16").split(",")
     torch.set_num_threads(int(options.get("threads", 1)))
