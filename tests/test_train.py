@@ -190,7 +190,8 @@ def logged_losses(run_dir):
     return [json.loads(l)["loss"] for l in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("parallel,backbone", [("ddp", "vdt"), ("fsdp", "vdt"), ("fsdp", "videoldm")])
+@pytest.mark.parametrize("parallel,backbone",
+                         [("ddp", "vdt"), ("fsdp", "vdt"), ("fsdp", "walt"), ("fsdp", "videoldm")])
 def test_two_processes_equal_one_process(tmp_path, parallel, backbone):
     """torchrun with 2 CPU processes (gloo) sees the same global batch as one process: same losses, weights.
 
