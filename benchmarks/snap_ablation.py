@@ -150,15 +150,6 @@ def row_definitions(preset: str = "bouncing_balls", backbone: str = "vdt", row_i
     return rows
 
 
-def _rows_of(cond, rows: torch.Tensor, batch: int):
-    """``cond`` restricted to the batch rows ``rows`` (fields with a leading batch dimension)."""
-    fields = {}
-    for name in ("labels", "frame_interval", "known", "known_x", "self_cond"):
-        v = getattr(cond, name)
-        fields[name] = v[rows] if torch.is_tensor(v) and v.ndim > 0 and v.shape[0] == batch else v
-    return cond.replace(**fields)
-
-
 def image_mode_loss(mode: str, image_sigma_in: float, video_interval: float):
     """A ``train.TrainingLoss`` for row (iv): the image rows (frame interval 0) of each batch are
     trained as 1-frame samples with their own sigma_in (``frames``), or told the videos' interval
@@ -176,7 +167,7 @@ def image_mode_loss(mode: str, image_sigma_in: float, video_interval: float):
             for rows, image in ((~is_image, False), (is_image, True)):
                 if not rows.any():
                     continue
-                sub, xs, ns = _rows_of(cond, rows, b), x[rows], noise[rows]
+                sub, xs, ns = cond.take(rows), x[rows], noise[rows]
                 if image:  # one frame, no context: an image with no time axis and its own sigma_in
                     xs, ns, sub = xs[:, :1], ns[:, :1], sub.replace(known=None, known_x=None)
                 denoiser.sigma_in = image_sigma_in if image else video_sigma_in

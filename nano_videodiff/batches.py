@@ -76,7 +76,7 @@ def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device
     x = batch["video"]
     is_image = batch["frame_interval"] == 0 if cfg.data.image_fraction > 0 else None
     if autoencoder is not None:
-        x = latent.encode(autoencoder, x.to(device), None if is_image is None else is_image.to(device)).cpu()
+        x = latent.encode(autoencoder, x.to(device), None if is_image is None else is_image.to(device))
     noise = torch.randn((B, *x.shape[1:]), generator=torch.Generator().manual_seed(cfg.run.seed * 7919 + step))
     labels = None
     if cfg.data.num_classes > 0:

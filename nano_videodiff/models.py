@@ -1,11 +1,12 @@
 """Build a model from a config: the backbone registry and the EDM/Snap Video denoiser around it."""
 from __future__ import annotations
 
-from torch import nn
-
 import importlib
 
+from torch import nn
+
 from .edm import Denoiser, input_scale
+from .latent import build_frozen_autoencoder, latent_data_config, uses_latents
 
 # backbone name -> "module:Class"; the class has ``from_config(model_cfg, data_cfg)``. New backbones
 # register here. Imported on first use, so one backbone's module never slows down another's start.
@@ -27,7 +28,6 @@ def backbone_class(name: str):
 
 def build_backbone(cfg) -> nn.Module:
     """The backbone for the tensors it will see: pixels, or latents with ``--autoencoder`` (latent.py)."""
-    from .latent import latent_data_config
     if cfg.model.backbone == "causal_vae":
         raise ValueError("causal_vae is an autoencoder, not a diffusion backbone: train.py trains it with a "
                          "reconstruction loss; use it for diffusion through --autoencoder=<its ckpt.pt>")
@@ -36,7 +36,6 @@ def build_backbone(cfg) -> nn.Module:
 
 def resolved_sigma_in(cfg) -> float:
     """``diffusion.sigma_in``, or for 0 ("auto") Snap Video's ``s * sqrt(T)`` from the data shape."""
-    from .latent import latent_data_config
     d, data = cfg.diffusion, latent_data_config(cfg)
     if d.sigma_in > 0:
         return d.sigma_in
@@ -45,7 +44,6 @@ def resolved_sigma_in(cfg) -> float:
 
 def build_denoiser(cfg) -> Denoiser:
     """EDM's denoiser around the backbone; for latent diffusion it also holds the frozen autoencoder."""
-    from .latent import build_frozen_autoencoder, uses_latents
     d = cfg.diffusion
     denoiser = Denoiser(build_backbone(cfg), sigma_data=d.sigma_data, sigma_in=resolved_sigma_in(cfg),
                         P_mean=d.P_mean, P_std=d.P_std)

@@ -218,7 +218,7 @@ def test_two_processes_ddp_and_fsdp_equal_one_process(tmp_path):
     # An inf gradient in rank 0's shard only: both ranks skip the step and halve the scale (GradScaler)
     assert results.pop("scaler") == [(False, 2.0), (False, 2.0)]
     assert set(results) == set(W.CONFIGS)
-    assert all(n == 0 for n in torch.load(tmp_path / "rank1.pt").values())  # full dicts go to rank 0 only
+    assert all(n == 0 for n in torch.load(tmp_path / "rank1.pt", weights_only=True).values())  # full dicts go to rank 0 only
 
     plain_names = list(single["model"])
     for name, r in results.items():

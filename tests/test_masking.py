@@ -200,3 +200,15 @@ def test_unknown_task_and_bad_sizes():
         make_mask("inpaint", B, T, H, W)
     with pytest.raises(ValueError, match="T must be a positive int"):
         masking.unconditional(B, 0, H, W)
+
+
+def test_cond_take_indexes_per_sample_fields_and_keeps_shared_ones():
+    from nano_videodiff.conditioning import Cond
+    known_shared = torch.ones(1, 4, 1, 8, 8, dtype=torch.bool)  # one mask for the whole batch
+    cond = Cond(labels=torch.arange(6), frame_interval=torch.linspace(0, 1, 6), known=known_shared,
+                known_x=torch.randn(6, 4, 3, 8, 8), is_image=torch.tensor([True, False] * 3))
+    rows = torch.tensor([1, 4])
+    part = cond.take(rows)
+    assert part.labels.tolist() == [1, 4] and torch.equal(part.frame_interval, cond.frame_interval[rows])
+    assert torch.equal(part.known_x, cond.known_x[rows]) and part.is_image.tolist() == [False, True]
+    assert part.known is known_shared and part.self_cond is None
