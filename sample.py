@@ -30,6 +30,7 @@ from nano_videodiff import masking
 from nano_videodiff.checkpoint import load_checkpoint, load_model_state
 from nano_videodiff.config import Config, parse_value
 from nano_videodiff.generation import generate, show_known
+from nano_videodiff.hardware import pick_device, resolve_dtype
 from nano_videodiff.metrics import psnr, ssim
 from nano_videodiff.models import build_denoiser
 from nano_videodiff.video_io import frames_grid, load_video, save_gif, save_png, video_grid
@@ -57,7 +58,7 @@ class SampleArgs:
     use_ema: bool = True          # sample from the EMA weights (recommended)
     batch_size: int = 8           # videos per sampler call
     device: str = "auto"
-    dtype: str = "fp32"           # fp32 | bf16 (autocast for the network; the sampler math stays fp32)
+    dtype: str = "auto"           # auto | fp32 | bf16 (autocast for the network; the sampler math stays fp32)
     overwrite: bool = False       # allow writing into an out_dir that already holds samples
     eval: bool = False            # score forward prediction (model vs baselines) on held-out clips: eval.json
     eval_clips: int = 64          # --eval: how many held-out clips
@@ -82,8 +83,8 @@ def parse_sample_args(argv) -> SampleArgs:
         setattr(args, key, parse_value(value if eq else "true", valid[key].type, key))
     if not args.ckpt:
         raise ValueError("pass --ckpt=PATH, the checkpoint written by train.py (e.g. out/bouncing_balls/ckpt.pt)")
-    if args.dtype not in ("fp32", "bf16"):
-        raise ValueError(f"--dtype must be fp32 or bf16, got {args.dtype!r}")
+    if args.dtype not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"--dtype must be auto, fp32 or bf16, got {args.dtype!r}")
     if args.task not in masking.TASKS:
         raise ValueError(f"unknown task {args.task!r}; choose from {', '.join(masking.TASKS)}")
     return args
@@ -92,11 +93,13 @@ def parse_sample_args(argv) -> SampleArgs:
 def load_model(ckpt_path, use_ema: bool = True, device="cpu"):
     """Rebuild the denoiser from a checkpoint's own config and load its (EMA) weights."""
     ckpt = load_checkpoint(ckpt_path)
-    if "config" not in ckpt or "model" not in ckpt:
-        raise ValueError(f"{ckpt_path} is not a nano-videodiff training checkpoint (no config/model inside)")
+    which = "ema" if use_ema else "model"
+    if "config" not in ckpt or which not in ckpt:
+        shipped = "" if use_ema else " (a shipped checkpoint holds only the EMA weights: drop --use_ema=false)"
+        raise ValueError(f"{ckpt_path} is not a nano-videodiff checkpoint with config and {which} weights{shipped}")
     cfg = Config.from_dict(ckpt["config"])
     model = build_denoiser(cfg)
-    load_model_state(model, ckpt["ema" if use_ema else "model"], "EMA" if use_ema else "model")
+    load_model_state(model, ckpt[which], "EMA" if use_ema else "model")
     return model.to(device).eval(), cfg
 
 
@@ -139,8 +142,8 @@ def context_videos(args: SampleArgs, cfg: Config) -> tuple:
 
 def main(argv=None):
     args = parse_sample_args(sys.argv[1:] if argv is None else argv)
-    from train import pick_device  # one device rule for both scripts
     device = pick_device(args.device)
+    args.dtype = resolve_dtype(args.dtype, device).name  # auto: bf16 only where it is fast (hardware.py)
     out_dir = Path(args.out_dir)
     if (out_dir / "grid.png").exists() and not args.overwrite:
         raise FileExistsError(f"{out_dir} already holds samples; pass --overwrite or another --out_dir")

@@ -37,7 +37,8 @@ from nano_videodiff.distributed import (apply_activation_checkpointing, autocast
                                         load_full_optimizer_state_dict, micro_batches, no_sync_if,
                                         wrap_for_training)
 from nano_videodiff.edm import Denoiser
-from nano_videodiff.latent import load_autoencoder_weights, uses_latents
+from nano_videodiff.hardware import pick_device, resolve_dtype
+from nano_videodiff.latent import VAE_FIELDS, autoencoder_is_trained, load_autoencoder_weights, uses_latents
 from nano_videodiff.models import build_autoencoder, build_denoiser, count_parameters
 from nano_videodiff.lamb import LAMB
 from nano_videodiff.previews import plot_losses, write_preview
@@ -61,16 +62,6 @@ class TrainingLoss(nn.Module):
         if isinstance(self.model, Denoiser):  # the diffusion loss (edm.py)
             return self.model.loss(x, cond, sigma=sigma, noise=noise, self_cond_draw=self_cond_draw)
         return self.model.loss(x, is_image=cond.is_image)  # W.A.L.T stage 1: the autoencoder's own loss
-
-
-def pick_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def lr_at(step: int, o) -> float:
@@ -152,13 +143,48 @@ def resume_config(cfg, changed, ckpt):
     return saved
 
 
+# What stage 1 (the autoencoder) takes over from the command line of a two-stage job.
+STAGE_ONE_FIELDS = ("data.data_seed", "data.cache_dir", "data.num_train_clips", "data.num_test_clips", "data.scenario",
+                    "data.num_frames", "data.resolution", "data.channels", "data.fps", "run.device", "run.dtype",
+                    "run.seed", "run.compile", *(f"model.{name}" for name in VAE_FIELDS))
+
+
+def train_autoencoder_first(cfg, changed) -> None:
+    """W.A.L.T's stage 1, run by the same command as stage 2: train the autoencoder if it is not there yet.
+
+    A latent-diffusion preset that names ``autoencoder_preset`` gets its autoencoder trained (or an unfinished
+    one resumed) with that preset and the command-line settings both stages share (``STAGE_ONE_FIELDS``):
+    into ``--autoencoder``'s folder if it names a ``ckpt.pt``, else (e.g. a missing shipped checkpoint) into
+    ``OUT_DIR/autoencoder/``, and ``cfg.data.autoencoder`` then points there. A finished one is used as it is.
+    """
+    path = Path(cfg.data.autoencoder)
+    if not cfg.data.autoencoder_preset or autoencoder_is_trained(path):
+        return
+    if path.name != "ckpt.pt":  # train.py writes OUT_DIR/ckpt.pt
+        path = Path(cfg.run.out_dir) / "autoencoder" / "ckpt.pt"
+        print(f"{cfg.data.autoencoder} not found: training the autoencoder into {path.parent} first")
+        cfg.data.autoencoder = str(path)
+        if autoencoder_is_trained(path):
+            return
+    shared = [key for key in STAGE_ONE_FIELDS if key in changed]
+    args = [f"--config={cfg.data.autoencoder_preset}", f"--out_dir={path.parent}"]
+    args += [f"--{key}={getattr(getattr(cfg, key.split('.')[0]), key.split('.')[1])}" for key in shared]
+    args += ["--resume"] if path.exists() else []
+    print(f"stage 1 of 2: the autoencoder ({cfg.data.autoencoder_preset}) into {path.parent}")
+    main(args)
+    print(f"stage 2 of 2: diffusion on its latents into {cfg.run.out_dir}")
+
+
 def main(argv=None) -> dict:
     # ---- config --------------------------------------------------------------------------------------
     cfg, changed, wants_help = config_lib.resolve(sys.argv[1:] if argv is None else argv)
     if wants_help:
         print(config_lib.help_text(cfg, "train.py"))
         return {}
+    cfg.data.autoencoder = cfg.data.autoencoder.format(out_dir=cfg.run.out_dir)  # e.g. "{out_dir}/autoencoder/..."
     cfg.validate()
+    if uses_latents(cfg) and not cfg.run.resume:
+        train_autoencoder_first(cfg, changed)  # two-stage jobs: stage 1 first, in its own run
 
     # ---- distributed set-up: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK -----------------------------
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
@@ -173,6 +199,7 @@ def main(argv=None) -> dict:
         raise ValueError(f"--batch_size={cfg.optim.batch_size} must be divisible by the world size {world} "
                          f"times --grad_accum_steps={cfg.optim.grad_accum_steps}")
     master = rank == 0
+    precision = resolve_dtype(cfg.run.dtype, device)  # auto: bf16 only where bf16 matmuls are fast (hardware.py)
 
     # ---- output folder and resume --------------------------------------------------------------------
     out_dir = Path(cfg.run.out_dir)
@@ -188,8 +215,7 @@ def main(argv=None) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
         print(cfg.describe())
 
-    # ---- data and model ------------------------------------------------------------------------------
-    data = TrainingData(cfg)
+    # ---- model, then data (latent diffusion: the frozen autoencoder encodes the training clips once) --------
     torch.manual_seed(cfg.run.seed)
     autoencoder_stage = cfg.model.backbone == "causal_vae"  # W.A.L.T stage 1 (latent.py), else diffusion
     model = build_autoencoder(cfg) if autoencoder_stage else build_denoiser(cfg)
@@ -205,6 +231,7 @@ def main(argv=None) -> dict:
     if ckpt is not None:  # resume: the weights go in before any wrapping (every rank reads the file)
         load_model_state(model, ckpt["model"])
         start_step = int(ckpt["step"])
+    data = TrainingData(cfg, getattr(model, "autoencoder", None), device)
     ema = copy.deepcopy(model).requires_grad_(False)  # a plain, full copy on every rank
     if ckpt is not None:
         load_model_state(ema, ckpt["ema"], "EMA")
@@ -212,7 +239,7 @@ def main(argv=None) -> dict:
         frozen = count_parameters(network) - count_parameters(network, trainable_only=True)
         print(f"{cfg.model.backbone}: {count_parameters(network) / 1e6:.2f}M parameters"
               + (f" ({frozen / 1e6:.2f}M frozen)" if frozen else "") + "; "
-              f"device {device}, dtype {cfg.run.dtype}, world size {world}"
+              f"device {device}, dtype {precision}, world size {world}"
               + ("" if autoencoder_stage else f", sigma_in {model.sigma_in:.3f}")
               + (" (auto: s*sqrt(T), Snap Video Sec. 3.2)" if cfg.diffusion.sigma_in == 0 else "")
               + (f"; diffusion on latents of {cfg.data.autoencoder}" if uses_latents(cfg) else ""))
@@ -237,8 +264,7 @@ def main(argv=None) -> dict:
     if ckpt is not None:
         load_full_optimizer_state_dict(model, optimizer, ckpt["optimizer"])
         set_rng_state(ckpt["rng"])
-    autocast, scaler = autocast_context(device, cfg.run.dtype), grad_scaler(device, cfg.run.dtype)
-    autoencoder = getattr(model, "autoencoder", None)  # latent diffusion: make_batch encodes the videos
+    autocast, scaler = autocast_context(device, precision.name), grad_scaler(device, precision.name)
 
     # ---- training loop -------------------------------------------------------------------------------
     log_path = out_dir / "log.jsonl"
@@ -284,8 +310,7 @@ def main(argv=None) -> dict:
         # after the last micro-batch.
         loss = torch.zeros((), device=device)
         for micro, micro_rank, micro_world in micro_batches(rank, world, o.grad_accum_steps):
-            x, cond, sigma, noise, self_cond_draw = make_batch(cfg, data, step, micro_rank, micro_world, device,
-                                                               autoencoder)
+            x, cond, sigma, noise, self_cond_draw = make_batch(cfg, data, step, micro_rank, micro_world, device)
             with no_sync_if(step_module, micro < o.grad_accum_steps - 1):
                 with autocast:
                     micro_loss = step_module(x, cond, sigma, noise, self_cond_draw) / o.grad_accum_steps
@@ -321,7 +346,7 @@ def main(argv=None) -> dict:
             window_loss, window_videos, window_t0 = 0.0, 0, time.time()
         t_aside = time.time()  # previews and checkpoints do not count towards videos/s
         if master and cfg.run.preview_every > 0 and (done % cfg.run.preview_every == 0 or done == o.max_steps):
-            write_preview(cfg, ema, device, out_dir / "previews" / f"step_{done:06d}")
+            write_preview(cfg, ema, device, precision.name, out_dir / "previews" / f"step_{done:06d}")
         out_of_time = cfg.run.max_minutes > 0 and time.time() - t_start > 60 * cfg.run.max_minutes
         if distributed and cfg.run.max_minutes > 0:  # every rank must stop at the same step
             flag = torch.tensor(float(out_of_time), device=device)

@@ -66,7 +66,7 @@ def evaluation_table(ckpt=None, num_clips=64, steps=0):
         from nano_videodiff import physics_eval
         from nano_videodiff.checkpoint import load_checkpoint
         from sample import load_model
-        from train import pick_device
+        from nano_videodiff.hardware import pick_device
         device = pick_device("auto")
         model, cfg = load_model(path, use_ema=True, device=device)
         trained = load_checkpoint(path).get("step", "?")

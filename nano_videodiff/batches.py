@@ -24,13 +24,22 @@ class TrainingData:
     Snap Video Sec. 3.3 (modality.py): with ``max_frame_stride > 1`` clips are loaded long enough for the
     largest stride and re-sampled at a random frame rate; with ``image_fraction > 0`` that fraction of
     every batch is single frames turned into infinite-fps videos (frame interval 0).
+
+    Latent diffusion (latent.py) with a fixed training set of plain clips: the frozen ``autoencoder``
+    encodes every clip once, here, and the steps read the cached latents (``self.latents``, (N, 1 + k, c,
+    h, w) float32) instead of running the encoder on every batch. The encoder is deterministic (posterior
+    mean), so a step sees the same latents either way. Varied batches (images, frame strides) and fresh
+    procedural clips are encoded per step, as they are drawn.
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, autoencoder=None, device="cpu"):
         d = cfg.data
         self.varied = d.image_fraction > 0 or d.max_frame_stride > 1
         long_clips = replace(d, num_frames=modality.clip_length(d.num_frames, d.max_frame_stride))
         self.videos = toy_data.build_dataset(long_clips if self.varied else d, "train")
+        self.autoencoder, self.latents = autoencoder, None
+        if autoencoder is not None and not self.varied and d.num_train_clips > 0:
+            self.latents = encode_dataset(autoencoder, self.videos, device)
         self.images = None
         if d.image_fraction > 0:
             image_data = replace(d, scenario=d.image_scenario) if d.image_scenario else d
@@ -52,11 +61,21 @@ class TrainingData:
                                     video_labels=clips.get("labels"), image_labels=images.get("labels"))
 
 
-def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device, autoencoder=None):
+@torch.no_grad()
+def encode_dataset(autoencoder, dataset, device, batch_size: int = 64) -> torch.Tensor:
+    """Every clip of ``dataset`` as normalised latents (N, 1 + k, c, h, w), float32 on the CPU."""
+    chunks = []
+    for start in range(0, len(dataset), batch_size):
+        videos = toy_data.get_batch(dataset, range(start, min(start + batch_size, len(dataset))))["video"]
+        chunks.append(latent.encode(autoencoder, videos.to(device)).cpu())
+    return torch.cat(chunks)
+
+
+def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device):
     """The global batch of ``step`` (the same whatever the world size), this rank's slice of it.
 
-    With an ``autoencoder`` (latent diffusion, latent.py) the videos are encoded on ``device`` first, and
-    everything after (noise, masks) has the latent shape.
+    With an autoencoder in ``data`` (latent diffusion, latent.py) the videos are latents (cached, or
+    encoded on ``device`` here), and everything after (noise, masks) has the latent shape.
     """
     g = torch.Generator().manual_seed(cfg.run.seed * 1_000_003 + step)
     B = cfg.optim.batch_size
@@ -71,12 +90,19 @@ def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device
     if data.varied:  # the batch's make-up (images vs videos, strides) is decided for the global batch
         batch = data.global_batch(cfg, indices, g)
         batch = {k: v[mine] for k, v in batch.items() if v is not None}
+    elif data.latents is not None:  # cached latents: labels and intervals from the clips, no pixels decoded
+        batch = {k: v for k, v in toy_data.get_batch(data.videos, indices[mine].tolist()).items() if k != "video"}
+        batch["video"] = data.latents[indices[mine]]
     else:  # plain videos: each rank loads only its own clips
         batch = toy_data.get_batch(data.videos, indices[mine].tolist())
     x = batch["video"]
+    if cfg.data.train_window > 0:  # random windows of consecutive frames (drawn for the global batch)
+        starts = torch.randint(x.shape[1] - cfg.data.train_window + 1, (B,), generator=g)[mine]
+        frames = starts[:, None] + torch.arange(cfg.data.train_window)  # (b, window)
+        x = x[torch.arange(x.shape[0])[:, None], frames]
     is_image = batch["frame_interval"] == 0 if cfg.data.image_fraction > 0 else None
-    if autoencoder is not None:
-        x = latent.encode(autoencoder, x.to(device), None if is_image is None else is_image.to(device))
+    if data.autoencoder is not None and data.latents is None:
+        x = latent.encode(data.autoencoder, x.to(device), None if is_image is None else is_image.to(device))
     noise = torch.randn((B, *x.shape[1:]), generator=torch.Generator().manual_seed(cfg.run.seed * 7919 + step))
     labels = None
     if cfg.data.num_classes > 0:

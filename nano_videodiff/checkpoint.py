@@ -27,6 +27,25 @@ def save_checkpoint(path, payload: Dict[str, Any]) -> None:
             tmp.unlink()
 
 
+def export_weights(path, out_path, dtype: torch.dtype = torch.float16, **extra) -> Dict[str, Any]:
+    """A small, shareable copy of a training checkpoint: its config, step and EMA weights (the ones sampling
+    uses) stored in ``dtype``, without the optimizer and RNG states; ``extra`` (e.g. metrics) is kept too.
+
+    Floating-point tensors are cast to ``dtype`` (half precision halves the file); buffers that are not
+    floating point stay as they are. ``sample.load_model`` casts them back to float32 when it loads them.
+    """
+    ckpt = load_checkpoint(path)
+    if "config" not in ckpt or "ema" not in ckpt:
+        raise ValueError(f"{path} is not a nano-videodiff training checkpoint (no config/EMA weights inside)")
+    weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in ckpt["ema"].items()}
+    payload = {"config": ckpt["config"], "step": ckpt["step"], "ema": weights, "exported_from": str(path), **extra}
+    for key in ("latent_stats_fitted",):  # what loaders of an autoencoder checkpoint look for
+        if key in ckpt:
+            payload[key] = ckpt[key]
+    save_checkpoint(out_path, payload)
+    return payload
+
+
 def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -66,4 +85,4 @@ def load_model_state(model: nn.Module, state: Dict[str, torch.Tensor], what: str
         raise ValueError(f"the {what} weights in this checkpoint belong to a different architecture: "
                          + "; ".join(details) + ". Rebuild the model from the checkpoint's own config "
                          "(sample.py does), or train a new one.")
-    model.load_state_dict(state)
+    model.load_state_dict(state)  # copies into the model's tensors: half-precision weights become float32

@@ -35,8 +35,12 @@ class DataConfig:
     image_fraction: float = 0.0       # share of each batch that is images as infinite-fps videos (Snap: 0.5)
     image_scenario: str = ""          # physion: take the images from these scenarios ("" = the training clips)
     max_frame_stride: int = 1         # variable frame rate: stride k in 1..max per clip, interval k/fps
+    train_window: int = 0             # train on random windows of this many consecutive frames (0 = whole
+                                      # clips): a convolutional autoencoder learns as well from short windows
     # W.A.L.T Sec. 4.1 (latent.py): diffusion in the latent space of a trained causal autoencoder
-    autoencoder: str = ""             # its checkpoint (train.py --backbone=causal_vae); "" = pixel space
+    autoencoder: str = ""             # its checkpoint (train.py --backbone=causal_vae); "" = pixel space;
+                                      # "{out_dir}" in it is replaced by --out_dir
+    autoencoder_preset: str = ""      # train the autoencoder first with this preset if its checkpoint is missing
 
 
 @dataclass
@@ -128,7 +132,8 @@ class RunConfig:
     out_dir: str = "out"              # checkpoints, log.jsonl, loss.png, previews/
     seed: int = 1337                  # training randomness (noise, sigma, label dropout)
     device: str = "auto"              # auto | cpu | cuda | cuda:N | mps
-    dtype: str = "bf16"               # bf16 (autocast, fp32 master weights) | fp16 (CUDA, grad scaler) | fp32
+    dtype: str = "auto"               # auto (bf16 where it is fast: hardware.py) | bf16 (autocast, fp32 master
+                                      # weights) | fp16 (CUDA, grad scaler) | fp32
     compile: bool = False             # torch.compile the backbone
     parallel: str = "ddp"             # under torchrun: ddp (replicate) | fsdp (shard parameters, FSDP2)
     activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
@@ -182,7 +187,7 @@ class Config:
         d, m, t, o, r = self.data, self.model, self.task, self.optim, self.run
         model_resolution = d.resolution // m.vae_spatial_down if d.autoencoder else d.resolution
         checks = [
-            (r.dtype in ("bf16", "fp16", "fp32"), f"--dtype must be bf16, fp16 or fp32, got {r.dtype!r}"),
+            (r.dtype in ("auto", "bf16", "fp16", "fp32"), f"--dtype must be auto, bf16, fp16 or fp32, got {r.dtype!r}"),
             (r.parallel in ("ddp", "fsdp"), f"--parallel must be ddp or fsdp, got {r.parallel!r}"),
             (o.grad_accum_steps >= 1, f"--grad_accum_steps must be >= 1, got {o.grad_accum_steps}"),
             (not (m.backbone == "videoldm" and m.freeze_image_model and not r.init_from and not r.resume),
@@ -197,6 +202,11 @@ class Config:
              f"--num_context={t.num_context} leaves nothing to generate with --num_frames={d.num_frames}"),
             (0.0 <= d.image_fraction <= 1.0, f"--image_fraction must be in [0, 1], got {d.image_fraction}"),
             (d.max_frame_stride >= 1, f"--max_frame_stride must be >= 1, got {d.max_frame_stride}"),
+            (0 <= d.train_window <= d.num_frames, f"--train_window must be in 0..num_frames={d.num_frames}"),
+            (d.train_window == 0 or (not d.autoencoder and d.image_fraction == 0 and d.max_frame_stride == 1
+                                     and t.masking == "none"),
+             "--train_window crops plain clips for models without given frames (e.g. the autoencoder): it does "
+             "not combine with --autoencoder, --image_fraction, --max_frame_stride or --masking"),
             (self.diffusion.sigma_in >= 0, "--sigma_in must be > 0 (or 0 for auto: s*sqrt(T))"),
             (0.0 <= self.diffusion.label_dropout <= 1.0, "--label_dropout must be in [0, 1]"),
             (o.batch_size >= 1 and o.max_steps >= 0, "--batch_size must be >= 1 and --max_steps >= 0"),

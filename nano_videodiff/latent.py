@@ -21,6 +21,7 @@ completion) have no exact latent counterpart, and are refused with an explanatio
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -78,6 +79,11 @@ def encode(vae: CausalVAE, video: torch.Tensor, is_image=None) -> torch.Tensor:
 def decode(vae: CausalVAE, z: torch.Tensor, is_image=None) -> torch.Tensor:
     with torch.autocast(z.device.type, enabled=False):
         return vae.from_latent(z.float(), is_image)
+
+
+def autoencoder_is_trained(path) -> bool:
+    """True if ``path`` holds a finished stage-1 checkpoint (its latent statistics fitted after the last step)."""
+    return Path(path).is_file() and bool(load_checkpoint(path).get("latent_stats_fitted", False))
 
 
 def load_autoencoder_weights(vae: CausalVAE, path: str, cfg) -> None:

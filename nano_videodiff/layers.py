@@ -15,6 +15,7 @@ from einops import rearrange
 from torch import nn
 
 from .conditioning import DROPPED_LABEL
+from .hardware import explicit_bf16_attention
 
 
 # Up to this many keys, CPU bf16 attention is faster as two explicit matmuls than PyTorch's fused kernel
@@ -29,9 +30,11 @@ def attention(q, k, v, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor
     ``scaled_dot_product_attention`` everywhere except one measured case: on CPU under bf16 autocast with
     short sequences (the temporal and spatial attention of the toy models), PyTorch's fused CPU kernel is
     several times slower than writing the two matmuls out, which then run on the CPU's bf16 matrix units
-    (benchmarks/throughput.py prints both; ``EXPLICIT_ATTENTION_MAX_KEYS`` holds the crossover).
+    (benchmarks/throughput.py prints both; ``EXPLICIT_ATTENTION_MAX_KEYS`` holds the crossover). Only
+    where bf16 matmuls are fast (``hardware.explicit_bf16_attention``): on an AVX2-only CPU they are not.
     """
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.shape[-2] <= EXPLICIT_ATTENTION_MAX_KEYS:
+    if (q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.shape[-2] <= EXPLICIT_ATTENTION_MAX_KEYS
+            and explicit_bf16_attention()):
         logits = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
         if attn_mask is not None:
             logits = logits.masked_fill(~attn_mask, float("-inf"))

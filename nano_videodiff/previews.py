@@ -18,10 +18,11 @@ from .video_io import frames_grid, save_gif, save_png, video_grid
 
 
 @torch.no_grad()
-def write_preview(cfg, ema, device, path: Path) -> None:
+def write_preview(cfg, ema, device, dtype: str, path: Path) -> None:
     """Sample a few videos from the EMA model with fixed noise; write one GIF and a PNG of frames.
 
     A masked model (``--masking``) is shown predicting held-out clips: [given | output | truth].
+    ``dtype`` is the precision the run resolved (bf16 | fp16 | fp32; hardware.resolve_dtype).
     """
     n, d = cfg.run.num_preview, cfg.data
     labels = torch.arange(n) % d.num_classes if d.num_classes > 0 else None
@@ -39,7 +40,7 @@ def write_preview(cfg, ema, device, path: Path) -> None:
         known = masking.predict(n, d.num_frames, d.resolution, d.resolution, num_context=k)
         labels = batch["labels"].long() if labels is not None else None
     videos = generate(ema, cfg, n, known=known, known_x=known_x, labels=labels, steps=cfg.run.preview_steps,
-                      seed=0, dtype=cfg.run.dtype, batch_size=n, device=device)
+                      seed=0, dtype=dtype, batch_size=n, device=device)
     panels = [videos] if known is None else [show_known(known_x, known), videos, known_x]
     save_gif(path.with_suffix(".gif"), video_grid(torch.cat(panels, dim=-1), ncol=1 if known is not None else None),
              fps=d.fps)

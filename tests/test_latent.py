@@ -98,3 +98,58 @@ def test_autoencoder_mismatch_and_unfinished_stage1_are_refused(tmp_path):
         plain = tmp_path / "plain"
         train.main(["--config=smoke", f"--out_dir={plain}", "--max_steps=1", "--preview_every=0"])
         train.main([*common, f"--autoencoder={plain / 'ckpt.pt'}", f"--out_dir={tmp_path / 'c'}"])
+
+
+def test_a_two_stage_job_runs_in_one_command(tmp_path):
+    """With --autoencoder_preset, a missing stage-1 checkpoint is trained first, then reused as it is."""
+    out = tmp_path / "job"
+    args = ["--config=smoke", *VAE, "--autoencoder={out_dir}/autoencoder/ckpt.pt", "--autoencoder_preset=smoke_autoencoder",
+            "--patch_size=2", "--masking=predict", "--num_context=3", f"--out_dir={out}", "--max_steps=2",
+            "--preview_every=0"]
+    run = train.main(args)
+    stage1 = out / "autoencoder" / "ckpt.pt"
+    ckpt1 = torch.load(stage1, weights_only=True)
+    assert ckpt1["latent_stats_fitted"] and ckpt1["config"]["model"]["vae_channels"] == 8  # the shared fields
+    assert ckpt1["step"] == get_preset("smoke_autoencoder").optim.max_steps
+    assert run["config"].data.autoencoder == str(stage1)  # the saved config names the file it used
+    for k, v in ckpt1["ema"].items():
+        assert torch.equal(run["model"].autoencoder.state_dict()[k], v), k
+    written = stage1.stat().st_mtime_ns
+    train.main(args + ["--overwrite"])  # a second run of the job trains stage 2 again, not stage 1
+    assert stage1.stat().st_mtime_ns == written
+
+
+def test_a_missing_named_autoencoder_is_trained_into_the_runs_folder(tmp_path):
+    """A preset may name a shipped file (not a ckpt.pt); if it is missing, stage 1 goes to OUT_DIR/autoencoder."""
+    out = tmp_path / "job"
+    run = train.main(["--config=smoke", *VAE, f"--autoencoder={tmp_path / 'shipped' / 'missing.pt'}",
+                      "--autoencoder_preset=smoke_autoencoder", "--patch_size=2", f"--out_dir={out}",
+                      "--max_steps=1", "--preview_every=0"])
+    assert run["config"].data.autoencoder == str(out / "autoencoder" / "ckpt.pt")
+    assert torch.load(out / "autoencoder" / "ckpt.pt", weights_only=True)["latent_stats_fitted"]
+
+
+def test_cached_latents_are_what_per_step_encoding_gives(tmp_path):
+    """A fixed training set is encoded once (batches.TrainingData); a step reads the same latents as encoding
+    its own clips would give, for a single process and for each rank's slice."""
+    from nano_videodiff.batches import TrainingData, make_batch
+    from nano_videodiff.latent import build_frozen_autoencoder
+    cfg = get_preset("smoke")
+    for arg in VAE:
+        key, value = arg[2:].split("=")
+        section = "data" if key in ("num_frames", "resolution") else "model"
+        setattr(getattr(cfg, section), key, type(getattr(getattr(cfg, section), key))(value))
+    cfg.data.num_train_clips, cfg.data.autoencoder, cfg.model.patch_size = 12, "unused", 2
+    torch.manual_seed(0)
+    vae = build_frozen_autoencoder(cfg)
+    for p in vae.parameters():
+        p.data.normal_(0, 0.3)
+    cached = TrainingData(cfg, vae)
+    assert cached.latents.shape == (12, 3, 4, 4, 4)
+    per_step = TrainingData(cfg, vae)
+    per_step.latents = None  # encode every batch as it is drawn
+    for step in (0, 3):
+        a, b = make_batch(cfg, cached, step, 0, 1, "cpu"), make_batch(cfg, per_step, step, 0, 1, "cpu")
+        torch.testing.assert_close(a[0], b[0], rtol=1e-5, atol=1e-6)  # batch size changes float rounding only
+        halves = [make_batch(cfg, cached, step, r, 2, "cpu")[0] for r in (0, 1)]
+        assert torch.equal(torch.cat(halves), a[0])

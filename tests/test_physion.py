@@ -252,3 +252,15 @@ def test_dataset_items_and_splits(tmp_path):
     test = _small(tmp_path, scenario="all", num_clips=8, num_frames=6, split="test")
     assert not set(ds.data["seed"]) & set(test.data["seed"])
     assert not np.array_equal(ds.data["video"], test.data["video"])
+
+
+def test_worker_processes_simulate_the_same_clips_as_one_process(tmp_path, monkeypatch):
+    """Large datasets are simulated in worker processes; every clip is a function of its seed alone."""
+    monkeypatch.setattr(physion, "PARALLEL_SIM_MIN_CLIPS", 10**9)
+    serial = _small(tmp_path / "serial", num_clips=6, num_frames=5)
+    monkeypatch.setattr(physion, "PARALLEL_SIM_MIN_CLIPS", 1)
+    monkeypatch.setattr(physion.os, "cpu_count", lambda: 2)
+    parallel = _small(tmp_path / "parallel", num_clips=6, num_frames=5)
+    assert serial.path.name == parallel.path.name and set(serial.data) == set(parallel.data)
+    for key in serial.data:
+        np.testing.assert_array_equal(serial.data[key], parallel.data[key])

@@ -284,3 +284,31 @@ def test_every_backbone_trains_a_step_on_cpu(tmp_path, backbone, dtype):
     result = train.main(smoke_args(tmp_path / "run", f"--backbone={backbone}", f"--dtype={dtype}", "--max_steps=2",
                                    "--masking=predict", "--activation_checkpointing", *BACKBONE_ARGS[backbone]))
     assert torch.isfinite(torch.tensor(result["last_loss"]))
+
+
+def test_train_window_takes_random_consecutive_frames_of_each_clip():
+    """--train_window: each sample is frames s..s+W-1 of its clip, s drawn per sample and step; DDP ranks
+    slice the same global batch."""
+    import toy_data
+    from nano_videodiff.batches import TrainingData, make_batch
+    from nano_videodiff.config import get_preset
+    cfg = get_preset("smoke_autoencoder")
+    cfg.data.num_frames, cfg.data.train_window, cfg.data.num_train_clips = 9, 5, 6
+    cfg.validate()
+    data = TrainingData(cfg)
+    starts = set()
+    for step in range(4):
+        x = make_batch(cfg, data, step, 0, 1, "cpu")[0]
+        assert x.shape[1] == 5
+        g = torch.Generator().manual_seed(cfg.run.seed * 1_000_003 + step)
+        clips = toy_data.get_batch(data.videos, torch.randint(6, (cfg.optim.batch_size,), generator=g).tolist())
+        for b in range(len(x)):
+            found = [s for s in range(5) if torch.equal(clips["video"][b, s:s + 5], x[b])]
+            assert found, (step, b)
+            starts.add(found[0])
+        halves = [make_batch(cfg, data, step, r, 2, "cpu")[0] for r in (0, 1)]
+        assert torch.equal(torch.cat(halves), x)
+    assert len(starts) > 1  # the windows move
+    cfg.task.masking = "predict"
+    with pytest.raises(ValueError, match="train_window"):
+        cfg.validate()

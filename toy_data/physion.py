@@ -28,8 +28,10 @@ non-square frames show more floor (wide) or more sky and ground (tall) and discs
 """
 import hashlib
 import json
+import multiprocessing
 import os
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +239,17 @@ def _atomic_save(path, write):
         raise
 
 
+MAX_SIM_WORKERS = 8           # processes that simulate a large dataset in parallel (at most one per core)
+PARALLEL_SIM_MIN_CLIPS = 256  # smaller datasets are simulated in this process (starting workers costs ~1 s)
+
+
+def _simulate_job(job):
+    """One clip of a dataset, stored as uint8 frames (4x smaller); module level, so worker processes can run it."""
+    clip = generate_clip(*job)
+    clip["video"] = np.round((clip["video"] + 1) * 127.5).astype(np.uint8)
+    return clip
+
+
 def clip_seed(seed, split, index):
     """Seed of clip `index`: train clips use even seeds, test clips odd ones, so they never meet."""
     return 2 * (int(seed) * 1_000_000 + int(index)) + (split == "test")
@@ -282,14 +295,17 @@ class PhysionDataset(torch.utils.data.Dataset):
 
     def _generate(self, progress):
         p = self.params
-        clips = []
-        for i in tqdm(range(p["num_clips"]), desc=f"simulating toy Physion ({p['split']})",
-                      disable=not progress):
-            clip = generate_clip(p["scenarios"][i % len(p["scenarios"])],
-                                 clip_seed(p["seed"], p["split"], i), p["num_frames"],
-                                 (p["height"], p["width"]), p["frame_stride"])
-            clip["video"] = np.round((clip["video"] + 1) * 127.5).astype(np.uint8)  # 4x smaller
-            clips.append(clip)
+        jobs = [(p["scenarios"][i % len(p["scenarios"])], clip_seed(p["seed"], p["split"], i), p["num_frames"],
+                 (p["height"], p["width"]), p["frame_stride"]) for i in range(p["num_clips"])]
+        # Every clip is a pure function of its job, so worker processes give the same clips as one process;
+        # pymunk is single-threaded, so this is where the cores help. "spawn": no forked torch thread pools.
+        workers = min(os.cpu_count() or 1, MAX_SIM_WORKERS) if len(jobs) >= PARALLEL_SIM_MIN_CLIPS else 1
+        bar = dict(total=len(jobs), desc=f"simulating toy Physion ({p['split']})", disable=not progress)
+        if workers > 1:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                clips = list(tqdm(pool.map(_simulate_job, jobs, chunksize=32), **bar))
+        else:
+            clips = [_simulate_job(job) for job in tqdm(jobs, **bar)]
         k = max(len(c["radii"]) for c in clips)  # objects per clip vary: pad to the largest
 
         def pad(key, fill=0):

@@ -54,10 +54,12 @@ from dataclasses import replace
 import matplotlib.pyplot as plt
 import torch
 
-from _common import QUICK, out_dir, save_figure  # also puts the repository root on sys.path
+from _common import QUICK, TRAIN_HERE, check, out_dir, save_figure, shipped_checkpoint  # + repo root on sys.path
 
 import toy_data
+import sample
 import train
+from nano_videodiff.checkpoint import load_checkpoint
 from nano_videodiff import modality
 from nano_videodiff.conditioning import Cond
 from nano_videodiff.config import resolve
@@ -67,10 +69,12 @@ from nano_videodiff.models import build_denoiser
 OUT = out_dir("02")
 t_start = time.time()
 
-# Sizes. Normal: 8 frames of 16x16, a 0.26M-parameter VDT, 1200 steps. Quick: a handful of steps.
+# Sizes. Normal: 8 frames of 16x16, a 0.26M-parameter VDT, 1200 steps (about 2 minutes on a 2-core CPU in
+# fp32), or the same model shipped trained in checkpoints/ (NANO_VIDEODIFF_TRAIN=1 retrains it here).
+# Quick: a handful of steps.
 T, RES, MAX_STRIDE = 8, 16, 2
 TRAIN = dict(num_frames=T, resolution=RES, dim=64, depth=2, heads=4, patch_size=4, batch_size=8,
-             max_steps=1200, warmup_steps=20, lr=3e-3, ema_halflife=40, max_minutes=0.7)
+             max_steps=1200, warmup_steps=20, lr=3e-3, ema_halflife=40)
 NUM_SAMPLES, SAMPLE_STEPS = 6, 16
 if QUICK:
     T = 4
@@ -82,8 +86,9 @@ if QUICK:
 # videos at frame strides 1..MAX_STRIDE. The config is what `python train.py` would run with these flags.
 SNAP = dict(sigma_data=1.0, sigma_in=0, image_fraction=0.5, max_frame_stride=MAX_STRIDE)
 argv = ["--config=bouncing_balls", f"--out_dir={OUT / 'train'}", "--overwrite", "--preview_every=0",
-        "--log_every=25", "--ckpt_every=100000", "--dtype=bf16",
-        *(f"--{k}={v}" for k, v in {**TRAIN, **SNAP}.items())]
+        "--log_every=25", "--ckpt_every=100000", *(f"--{k}={v}" for k, v in {**TRAIN, **SNAP}.items())]
+SHIPPED = shipped_checkpoint("tutorial02_images_as_videos")
+USE_SHIPPED = SHIPPED.exists() and not (QUICK or TRAIN_HERE)
 cfg, _, _ = resolve(argv)
 FPS = cfg.data.fps
 
@@ -207,14 +212,23 @@ for v, row in zip(INTERVALS, similarity_before.tolist()):
 # `bouncing_balls` preset with small overrides:
 # 8 frames of 16x16 in 4x4 patches, a two-block VDT, batches of 8 of which 4 are images, videos at
 # stride 1 or 2, Snap Video's `sigma_data = 1` and `sigma_in = s sqrt(T)` (`--sigma_in=0`), 1200 steps.
-# `max_minutes` caps the training time: a busy machine stops earlier (with a weaker model). Expect
-# coloured blobs rather than crisp balls: the model is tiny and trains for well under a minute.
+# The run is a fixed number of steps, so it learns the same on any machine (a slow one takes longer). The
+# checkpoint shipped in checkpoints/ is this run's model (its manifest entry names the command); it is
+# loaded instead of training unless you set NANO_VIDEODIFF_TRAIN=1. Expect coloured blobs rather than
+# crisp balls: the model is tiny.
 
 # %%
 t0 = time.time()
-run = train.main(argv)
-model, cfg = run["ema"].eval(), run["config"]
-print(f"trained in {time.time() - t0:.0f} s, last loss {run['last_loss']:.3f}, sigma_in {model.sigma_in:.3f}")
+if USE_SHIPPED:
+    model, cfg = sample.load_model(SHIPPED)
+    steps_trained = load_checkpoint(SHIPPED)["step"]
+    print(f"loaded {SHIPPED} ({steps_trained} steps; NANO_VIDEODIFF_TRAIN=1 retrains it here)")
+else:
+    run = train.main(argv)
+    model, cfg = run["ema"].eval(), run["config"]
+    steps_trained = cfg.optim.max_steps
+    print(f"trained {steps_trained} steps in {time.time() - t0:.0f} s, last loss {run['last_loss']:.3f}")
+print(f"sigma_in {model.sigma_in:.3f}")
 
 # %% [markdown]
 # ## 5. Videos and images from one model
@@ -232,7 +246,8 @@ for name, interval in (("1/fps", 1 / FPS), ("2/fps", 2 / FPS), ("0 (image)", 0.0
 rows = [(f"real video\ninterval 1/fps\n= {1 / FPS:.3f} s", long_clips[0, :T])]
 for i in range(min(2, NUM_SAMPLES)):
     rows += [(f"sample {i}\ninterval {name}", samples[name][i]) for name in samples]
-show_rows(rows, "One model, the same noise per sample, three frame intervals", OUT / "samples.png")
+show_rows(rows, f"One model ({steps_trained} training steps), the same noise per sample, three frame intervals",
+          OUT / "samples.png")
 
 # %% [markdown]
 # How static is a sample? The mean absolute frame-to-frame difference (data units, [-1, 1]): exactly 0
@@ -254,6 +269,12 @@ for name, v in table:
     print(f"  {name:<36} {diffs[name]:.4f}")
 ratio = diffs["samples, interval 0 (image)"] / max(diffs["samples, interval 1/fps"], 1e-12)
 print(f"interval-0 samples change {ratio:.2f}x as much from frame to frame as the 1/fps samples")
+check("interval-0 samples are static", ratio < 0.5,
+      f"frame-to-frame change {ratio:.0%} of the 1/fps samples' (real images: 0%), model trained {steps_trained} steps")
+check("samples at 2/fps move more than at 1/fps, as real videos do",
+      diffs["samples, interval 2/fps"] > diffs["samples, interval 1/fps"],
+      f"{diffs['samples, interval 2/fps']:.4f} vs {diffs['samples, interval 1/fps']:.4f} "
+      f"(real: {diffs['real videos, interval 2/fps']:.4f} vs {diffs['real videos, interval 1/fps']:.4f})")
 
 # %% [markdown]
 # Finally the interval embedding after training, next to the one at initialisation. Training saw only

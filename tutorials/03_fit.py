@@ -58,7 +58,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 
-from _common import QUICK, out_dir, save_figure  # also puts the repository root on sys.path
+from _common import QUICK, check, out_dir, save_figure  # also puts the repository root on sys.path
 
 import toy_data
 from benchmarks.common import count_flops, load_average, machine_line
@@ -487,6 +487,10 @@ for key, unit, scale in (("flops", "GFLOPs", 1e-9), ("saved", "MiB", 2.0**-20)):
     vdt_per_frame = (results["vdt"][b][key] - results["vdt"][a][key]) / (b - a)
     print(f"FIT {key}: {const * scale:.2f} {unit} constant + {per_frame * scale:.3f} {unit} per frame; "
           f"VDT: {vdt_per_frame * scale:.3f} {unit} per frame")
+check("FIT's cost grows more slowly with the number of frames than a space-time transformer's (Snap Video Sec. 3.4)",
+      slope("fit", "flops") < slope("vdt", "flops") and ratio(FRAMES[-1], "median") > ratio(FRAMES[0], "median"),
+      f"FLOPs log-log slope FIT {slope('fit', 'flops'):.2f} vs VDT {slope('vdt', 'flops'):.2f}; VDT/FIT time "
+      f"{ratio(FRAMES[0], 'median'):.2f}x at T={FRAMES[0]} -> {ratio(FRAMES[-1], 'median'):.2f}x at T={FRAMES[-1]}")
 print(f"tutorial 03 done in {time.time() - t_start:.0f} s; figures in {OUT}")
 
 # %% [markdown]

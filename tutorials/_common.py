@@ -7,6 +7,7 @@ repository root on ``sys.path``, so ``import train`` and ``import nano_videodiff
 Environment variables:
     NANO_VIDEODIFF_QUICK=1         tiny sizes and a handful of steps (the test suite: seconds per tutorial)
     NANO_VIDEODIFF_TUTORIAL_OUT=D  write figures to D/<number>/ instead of tutorials/out/<number>/
+    NANO_VIDEODIFF_TRAIN=1         train the tutorial's model here instead of loading its shipped checkpoint
     OMP_NUM_THREADS=N              torch threads (default here: 1)
 """
 from __future__ import annotations
@@ -48,3 +49,23 @@ def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     plt.close(fig)
     print(f"wrote {path}")
     return path
+
+
+def check(claim: str, held: bool, evidence: str) -> bool:
+    """Print the check of a tutorial's claim and whether it held on this run, e.g.
+
+    ``check("interval-0 samples are static", ratio < 0.3, f"frame-to-frame change {ratio:.0%} of the videos'")``
+    prints ``CHECK interval-0 samples are static: HELD (frame-to-frame change 3% of the videos')``.
+    """
+    print(f"CHECK {claim}: {'HELD' if held else 'NOT HELD'} ({evidence})")
+    return held
+
+
+def shipped_checkpoint(name: str) -> Path:
+    """``checkpoints/<name>.pt``, a pretrained toy model shipped with the repository (checkpoints/manifest.json
+    names the command that trained it). Tutorials use it unless NANO_VIDEODIFF_TRAIN=1 asks to retrain."""
+    return ROOT / "checkpoints" / f"{name}.pt"
+
+
+# NANO_VIDEODIFF_TRAIN=1: train the tutorial's model here (a fixed number of steps) instead of loading the shipped one.
+TRAIN_HERE = os.environ.get("NANO_VIDEODIFF_TRAIN", "0").strip().lower() not in ("", "0", "false", "no")
