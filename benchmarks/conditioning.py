@@ -22,10 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch  # noqa: E402
 import toy_data  # noqa: E402
 import train  # noqa: E402
 from nano_videodiff import masking  # noqa: E402
 from nano_videodiff.generation import generate  # noqa: E402
+from nano_videodiff.hardware import resolve_dtype  # noqa: E402
 from nano_videodiff.metrics import psnr, ssim  # noqa: E402
 from nano_videodiff.models import count_parameters  # noqa: E402
 
@@ -60,10 +62,11 @@ def main():
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--eval_clips", type=int, default=32)
     p.add_argument("--sample_steps", type=int, default=16)
-    p.add_argument("--dtype", default="bf16")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 where it is fast: nano_videodiff/hardware.py) | bf16 | fp32")
     p.add_argument("--out_dir", default="benchmarks/out/conditioning")
     p.add_argument("--strategies", default="concat,adaln,cross_attention")
     args = p.parse_args()
+    args.dtype = resolve_dtype(args.dtype, torch.device("cpu")).name
     rows = []
     for strategy in args.strategies.split(","):
         try:

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from nano_videodiff.hardware import resolve_dtype
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (attempt, derive, fmt, load_average, machine_line,  # noqa: E402
@@ -119,12 +121,14 @@ def main():
     p.add_argument("--sizes", default="8x32,16x32,16x64,32x32", help="frames x pixels, comma separated")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="auto: bf16 where bf16 matmuls are fast (nano_videodiff/hardware.py), else fp32")
     p.add_argument("--quick", action="store_true", help="tiny clips (4x16), batch 2, one repeat: a smoke test")
     args = p.parse_args()
     if args.quick:
         args.sizes, args.batch_size, args.repeats = "4x16", 2, 1
     torch.set_num_threads(torch.get_num_threads())
+    args.dtype = resolve_dtype(args.dtype, torch.device("cpu")).name
     print(machine_line())
     print(f"{load_average()}; dtype {args.dtype}; batch {args.batch_size}; median of {args.repeats} runs\n")
     print(run(args.sizes, args.batch_size, args.repeats, args.dtype))

@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from nano_videodiff.hardware import resolve_dtype  # noqa: E402
 
 from benchmarks.common import (Error, attempt, derive, fmt, fmt_ms, load_average, machine_line,  # noqa: E402
                                markdown_table, parse_simple_args)
@@ -186,7 +187,8 @@ def main(argv) -> None:
     png = Path(options.get("out", "benchmarks/out/scaling")) / "scaling.png"
     print(machine_line())
     print(f"\n{load_average()} (before)\n")
-    print(run(**sizes, repeats=repeats, dtype=options.get("dtype", "bf16"), png=png))
+    dtype = resolve_dtype(options.get("dtype", "auto"), torch.device("cpu")).name  # bf16 only where it is fast
+    print(run(**sizes, repeats=repeats, dtype=dtype, png=png))
     print(f"\nplot written to {png}\n\n{load_average()} (after)")
 
 

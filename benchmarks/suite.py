@@ -41,6 +41,7 @@ from typing import Callable, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from nano_videodiff.hardware import resolve_dtype  # noqa: E402
 
 from benchmarks import fit_vs_unet, scaling, window_attention  # noqa: E402
 from benchmarks.common import (Error, attempt, conv_gflops, derive, fmt, fmt_ms, load_average,  # noqa: E402
@@ -172,7 +173,8 @@ def run_suite(mode: str, out: Path, command: str, repeats: int = 0) -> str:
     emit(section(SECTIONS[1], lambda: fit_section(s)))
     emit(section(SECTIONS[2], lambda: window_section(s)))
     emit(section(SECTIONS[3], lambda: mfu_section(s, peaks)))
-    emit(section(SECTIONS[4], lambda: scaling.run(**s.scaling, repeats=s.repeats, dtype="bf16",
+    emit(section(SECTIONS[4], lambda: scaling.run(**s.scaling, repeats=s.repeats,
+                                                   dtype=resolve_dtype("auto", torch.device("cpu")).name,
                                                    png=out / "scaling.png")))
     emit(f"{load_average()} (after; {time.time() - t0:.0f} s in all, {torch.get_num_threads()} torch thread(s))\n")
     text = "\n".join(parts)

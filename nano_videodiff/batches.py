@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
+from tqdm.auto import tqdm
 
 import toy_data
 
@@ -39,7 +40,7 @@ class TrainingData:
         self.videos = toy_data.build_dataset(long_clips if self.varied else d, "train")
         self.autoencoder, self.latents = autoencoder, None
         if autoencoder is not None and not self.varied and d.num_train_clips > 0:
-            self.latents = encode_dataset(autoencoder, self.videos, device)
+            self.latents = encode_dataset(autoencoder, self.videos, d.num_train_clips, device)
         self.images = None
         if d.image_fraction > 0:
             image_data = replace(d, scenario=d.image_scenario) if d.image_scenario else d
@@ -62,11 +63,12 @@ class TrainingData:
 
 
 @torch.no_grad()
-def encode_dataset(autoencoder, dataset, device, batch_size: int = 64) -> torch.Tensor:
-    """Every clip of ``dataset`` as normalised latents (N, 1 + k, c, h, w), float32 on the CPU."""
+def encode_dataset(autoencoder, dataset, num_clips: int, device, batch_size: int = 64) -> torch.Tensor:
+    """Clips 0 .. num_clips - 1 of ``dataset`` as normalised latents (N, 1 + k, c, h, w), float32 on the CPU."""
     chunks = []
-    for start in range(0, len(dataset), batch_size):
-        videos = toy_data.get_batch(dataset, range(start, min(start + batch_size, len(dataset))))["video"]
+    starts = range(0, num_clips, batch_size)
+    for start in tqdm(starts, desc=f"encoding {num_clips} training clips once", leave=False, dynamic_ncols=True):
+        videos = toy_data.get_batch(dataset, range(start, min(start + batch_size, num_clips)))["video"]
         chunks.append(latent.encode(autoencoder, videos.to(device)).cpu())
     return torch.cat(chunks)
 

@@ -143,16 +143,20 @@ def _physion_collide_main() -> Config:
     ``checkpoints/physion_autoencoder.pt`` (the autoencoder alone needs ~20 CPU minutes to reconstruct the
     clips well enough: its SSIM bounds the prediction's). If that file is missing, or with
     ``--autoencoder="{out_dir}/autoencoder/ckpt.pt"``, ``train.py`` trains stage 1 first, in the same command.
-    Stage 2 trains a small W.A.L.T on the autoencoder's normalised latents, cached once before the first step.
+    Stage 2 trains a small W.A.L.T on the autoencoder's normalised latents, cached once before the first step:
+    latent patches of 2 x 2 (4 x 4 tokens a latent frame, 144 a clip; whole-frame spatial windows alternate
+    with spatiotemporal windows over all 9 latent frames), 2000 steps of 8 clips. docs/main_job.md has the
+    recipes tried and why this one.
     """
     cfg = _walt_physion("walt_physion")()
     d, m, o = cfg.data, cfg.model, cfg.optim
     d.autoencoder = str(CHECKPOINTS / "physion_autoencoder.pt")
     d.autoencoder_preset = "walt_vae_physion"
     d.image_fraction = 0.0  # prediction only: every sample of the budget is a clip to continue
-    o.max_steps = 1200
+    m.patch_size, m.walt_window_h, m.walt_window_w = 2, 4, 4
+    o.batch_size, o.max_steps = 8, 2000  # at a fixed budget, more smaller steps beat fewer larger ones here
     cfg.diffusion.sample_steps = 16
-    cfg.run.out_dir, cfg.run.preview_every = "out/physion_collide_main", 600
+    cfg.run.out_dir, cfg.run.preview_every = "out/physion_collide_main", 1000
     return cfg
 
 

@@ -193,3 +193,22 @@ def test_sample_script_eval_writes_table_and_gifs(tiny_ckpt, tmp_path):
     assert saved["num_clips"] == 4 and [r["method"] for r in saved["rows"]] == list(METHODS)
     assert saved["rows"] == result["rows"] and "clips" not in saved
     assert (out / "video_001.gif").exists() and not (out / "video_002.gif").exists() and (out / "grid.png").exists()
+
+
+def test_state_contact_margin_boundary():
+    """Two discs whose gap is just inside the engine's slop touch, just outside do not (for a disc and a box too)."""
+    from nano_videodiff.physics_eval import BOX, DISC, STATE_CONTACT_MARGIN_PX, contact_from_states
+    margin = STATE_CONTACT_MARGIN_PX
+    gaps = torch.tensor([0.0, 0.8 * margin, 1.2 * margin, 2.5 * margin])
+    n = len(gaps)
+    r_a, r_p = 2.0, 3.0
+    states = torch.zeros(n, 4, 2, 6)
+    states[:, :, 1, 0] = 20.0  # the patient at x = 20, the agent approaching it
+    states[:, :, 0, 0] = (20.0 - r_a - r_p - gaps)[:, None] + torch.tensor([6.0, 4.0, 2.0, 0.0])
+    kinds = torch.tensor([[DISC, DISC]]).repeat(n, 1)
+    sizes = torch.tensor([[[2 * r_a, 2 * r_a], [2 * r_p, 2 * r_p]]]).repeat(n, 1, 1)
+    radii = torch.tensor([[r_a, r_p]]).repeat(n, 1)
+    assert contact_from_states(states, kinds, sizes, radii).tolist() == [True, True, False, False]
+    box = kinds.clone()
+    box[:, 1] = BOX  # a 6 x 6 box: its left face at x = 17 is as far as the disc's edge
+    assert contact_from_states(states, box, sizes, radii).tolist() == [True, True, False, False]

@@ -344,3 +344,21 @@ def test_bad_solver_name():
 def test_bad_sigmas(sigmas):
     with pytest.raises(ValueError, match="sigmas"):
         sample(gaussian_denoiser(1.0), torch.randn(2, 3), sigmas)
+
+
+@pytest.mark.parametrize("solver", ["heun", "euler"])
+def test_the_sampler_itself_returns_known_content_bit_exactly(solver):
+    """With a denoiser that does *not* paste (the Gaussian optimal denoiser knows nothing of the mask), the
+    given positions still come back bit-exactly: the sampler's own final paste does it, not the denoiser's."""
+    b, t, c, h, w, si = 2, 4, 1, 3, 3, 4.0
+    known = torch.zeros(b, t, 1, h, w, dtype=torch.bool)
+    known[:, :2] = True
+    known_x = torch.randn(b, t, c, h, w, generator=gen(9)) * 0.37
+    x = sample(gaussian_denoiser(si), torch.randn(b, t, c, h, w, generator=gen(10)), edm_sigmas(6),
+               cond=Cond(known=known, known_x=known_x), solver=solver, sigma_in=si)
+    k = known.expand_as(x)
+    assert torch.equal(x[k], known_x[k])
+    # without the paste the given positions are the denoiser's own samples, far from known_x
+    x_free = sample(gaussian_denoiser(si), torch.randn(b, t, c, h, w, generator=gen(10)), edm_sigmas(6),
+                    solver=solver, sigma_in=si)
+    assert (x_free[k] - known_x[k]).abs().max() > 0.1

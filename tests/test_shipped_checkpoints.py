@@ -19,7 +19,7 @@ def test_the_manifest_lists_every_shipped_file_and_nothing_else():
     assert files == {entry["file"] for entry in MANIFEST.values()}
     assert "physion_collide_main" in MANIFEST and "physion_autoencoder" in MANIFEST
     for name, entry in MANIFEST.items():
-        assert entry["command"].startswith("python ") and len(entry["commit"]) == 40 and entry["check"], name
+        assert "python " in entry["command"] and len(entry["commit"]) == 40 and entry["check"], name
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST))

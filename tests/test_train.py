@@ -312,3 +312,22 @@ def test_train_window_takes_random_consecutive_frames_of_each_clip():
     cfg.task.masking = "predict"
     with pytest.raises(ValueError, match="train_window"):
         cfg.validate()
+
+
+def test_ema_update_values():
+    """EMA with warm-up: decay = min(0.5^(1/h), (1 + step) / (10 + step)). From EMA 0 and parameters 1, one
+    update at step 0 (decay 0.1) gives 0.9; at a large step it gives 1 - 0.5^(1/h); buffers are copied."""
+    from torch import nn
+    for step, halflife, expected in ((0, 200.0, 0.9), (10**7, 200.0, 1 - 0.5 ** (1 / 200)), (10**7, 5.0, 1 - 0.5 ** 0.2),
+                                     (10, 200.0, 1 - 11 / 20)):
+        model, ema = nn.BatchNorm1d(3), nn.BatchNorm1d(3)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(1.0)
+            for e in ema.parameters():
+                e.zero_()
+            model.running_mean.fill_(0.25)
+        train.ema_update(ema, list(model.parameters()), list(model.buffers()), step, halflife)
+        for e in ema.parameters():
+            torch.testing.assert_close(e, torch.full_like(e, expected), rtol=0, atol=1e-7)
+        assert torch.equal(ema.running_mean, model.running_mean)

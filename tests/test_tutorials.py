@@ -39,3 +39,7 @@ def test_tutorial_runs_in_quick_mode(script, tmp_path):
     pngs = sorted((tmp_path / number).rglob("*.png"))
     assert pngs, (f"{script.name} wrote no PNG to {tmp_path / number}: tutorials write their figures to "
                   f"_common.out_dir({number!r}); files found: {sorted(p.name for p in tmp_path.rglob('*'))}")
+    checks = [line for line in proc.stdout.splitlines() if line.startswith("CHECK ")]
+    assert checks and all(line.endswith(")") and (": HELD (" in line or ": NOT HELD (" in line) for line in checks), (
+        f"{script.name} must print the check of its claim with _common.check (CHECK <claim>: HELD|NOT HELD "
+        f"(<evidence>)); printed: {checks}")

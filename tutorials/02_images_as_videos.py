@@ -54,12 +54,10 @@ from dataclasses import replace
 import matplotlib.pyplot as plt
 import torch
 
-from _common import QUICK, TRAIN_HERE, check, out_dir, save_figure, shipped_checkpoint  # + repo root on sys.path
+from _common import QUICK, check, out_dir, save_figure, shipped_or_trained  # also puts the repo root on sys.path
 
 import toy_data
-import sample
 import train
-from nano_videodiff.checkpoint import load_checkpoint
 from nano_videodiff import modality
 from nano_videodiff.conditioning import Cond
 from nano_videodiff.config import resolve
@@ -87,8 +85,6 @@ if QUICK:
 SNAP = dict(sigma_data=1.0, sigma_in=0, image_fraction=0.5, max_frame_stride=MAX_STRIDE)
 argv = ["--config=bouncing_balls", f"--out_dir={OUT / 'train'}", "--overwrite", "--preview_every=0",
         "--log_every=25", "--ckpt_every=100000", *(f"--{k}={v}" for k, v in {**TRAIN, **SNAP}.items())]
-SHIPPED = shipped_checkpoint("tutorial02_images_as_videos")
-USE_SHIPPED = SHIPPED.exists() and not (QUICK or TRAIN_HERE)
 cfg, _, _ = resolve(argv)
 FPS = cfg.data.fps
 
@@ -218,16 +214,7 @@ for v, row in zip(INTERVALS, similarity_before.tolist()):
 # crisp balls: the model is tiny.
 
 # %%
-t0 = time.time()
-if USE_SHIPPED:
-    model, cfg = sample.load_model(SHIPPED)
-    steps_trained = load_checkpoint(SHIPPED)["step"]
-    print(f"loaded {SHIPPED} ({steps_trained} steps; NANO_VIDEODIFF_TRAIN=1 retrains it here)")
-else:
-    run = train.main(argv)
-    model, cfg = run["ema"].eval(), run["config"]
-    steps_trained = cfg.optim.max_steps
-    print(f"trained {steps_trained} steps in {time.time() - t0:.0f} s, last loss {run['last_loss']:.3f}")
+model, cfg, steps_trained = shipped_or_trained("tutorial02_images_as_videos", argv)
 print(f"sigma_in {model.sigma_in:.3f}")
 
 # %% [markdown]

@@ -37,12 +37,9 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
-from _common import QUICK, TRAIN_HERE, check, out_dir, save_figure, shipped_checkpoint  # + repo root on sys.path
+from _common import QUICK, check, out_dir, save_figure, shipped_or_trained  # also puts the repo root on sys.path
 
 import toy_data
-import sample
-import train
-from nano_videodiff.checkpoint import load_checkpoint
 from nano_videodiff import masking
 from nano_videodiff.conditioning import Cond
 from nano_videodiff.config import get_preset
@@ -214,17 +211,7 @@ for sigma in (80.0, 5.0, 0.5, 0.05):
 # %%
 argv = ["--config=bouncing_balls_tasks", f"--out_dir={OUT / 'train'}", "--overwrite", "--preview_every=0",
         "--log_every=25", "--ckpt_every=100000", *(f"--{k}={v}" for k, v in TRAIN.items())]
-SHIPPED = shipped_checkpoint("tutorial06_mask_modeling")
-t0 = time.time()
-if SHIPPED.exists() and not (QUICK or TRAIN_HERE):
-    model, cfg = sample.load_model(SHIPPED)
-    steps_trained = load_checkpoint(SHIPPED)["step"]
-    print(f"loaded {SHIPPED} ({steps_trained} steps; NANO_VIDEODIFF_TRAIN=1 retrains it here)")
-else:
-    run = train.main(argv)
-    model, cfg = run["ema"].eval(), run["config"]
-    steps_trained = cfg.optim.max_steps
-    print(f"trained {steps_trained} steps in {time.time() - t0:.0f} s, last loss {run['last_loss']:.3f}")
+model, cfg, steps_trained = shipped_or_trained("tutorial06_mask_modeling", argv)
 
 # %% [markdown]
 # ## 5. Every task with the same weights

@@ -177,11 +177,11 @@ check("the model beats copy-last on PSNR, SSIM, trajectory error and contact acc
       model_row["psnr"] > copy_row["psnr"] and model_row["ssim"] > copy_row["ssim"]
       and model_row["traj_err_px"] < copy_row["traj_err_px"] and model_row["contact_acc"] > copy_row["contact_acc"],
       f"PSNR {model_row['psnr']:.2f} vs {copy_row['psnr']:.2f}, SSIM {model_row['ssim']:.3f} vs {copy_row['ssim']:.3f}, "
-      f"trajectory {model_row['traj_err']:.2f} vs {copy_row['traj_err']:.2f} px, contact "
+      f"trajectory {model_row['traj_err_px']:.2f} vs {copy_row['traj_err_px']:.2f} px, contact "
       f"{model_row['contact_acc']:.3f} vs {copy_row['contact_acc']:.3f}")
 check("the model beats constant-velocity extrapolation on trajectory error",
       model_row["traj_err_px"] < velocity_row["traj_err_px"],
-      f"{model_row['traj_err']:.2f} vs {velocity_row['traj_err']:.2f} px on {len(pred)} clips")
+      f"{model_row['traj_err_px']:.2f} vs {velocity_row['traj_err_px']:.2f} px on {len(pred)} clips")
 
 # %% [markdown]
 # The same numbers in one call, which is what `python sample.py --ckpt=... --eval` runs (it also writes

@@ -69,3 +69,23 @@ def shipped_checkpoint(name: str) -> Path:
 
 # NANO_VIDEODIFF_TRAIN=1: train the tutorial's model here (a fixed number of steps) instead of loading the shipped one.
 TRAIN_HERE = os.environ.get("NANO_VIDEODIFF_TRAIN", "0").strip().lower() not in ("", "0", "false", "no")
+
+
+def shipped_or_trained(name: str, train_argv: list):
+    """(model, config, steps trained): the tutorial's shipped checkpoint ``checkpoints/<name>.pt`` when there is
+    one, else (or with NANO_VIDEODIFF_TRAIN=1, or in quick mode) ``train.main(train_argv)``'s EMA model."""
+    import time
+
+    import sample
+    import train
+    from nano_videodiff.checkpoint import load_checkpoint
+    path = shipped_checkpoint(name)
+    if path.exists() and not (QUICK or TRAIN_HERE):
+        model, cfg = sample.load_model(path)
+        steps = load_checkpoint(path)["step"]
+        print(f"loaded {path} ({steps} steps; NANO_VIDEODIFF_TRAIN=1 retrains it here)")
+        return model, cfg, steps
+    t0 = time.time()
+    run = train.main(train_argv)
+    print(f"trained {run['config'].optim.max_steps} steps in {time.time() - t0:.0f} s, last loss {run['last_loss']:.3f}")
+    return run["ema"].eval(), run["config"], run["config"].optim.max_steps
