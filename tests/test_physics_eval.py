@@ -204,7 +204,7 @@ def test_state_contact_margin_boundary():
     r_a, r_p = 2.0, 3.0
     states = torch.zeros(n, 4, 2, 6)
     states[:, :, 1, 0] = 20.0  # the patient at x = 20, the agent approaching it
-    states[:, :, 0, 0] = (20.0 - r_a - r_p - gaps)[:, None] + torch.tensor([6.0, 4.0, 2.0, 0.0])
+    states[:, :, 0, 0] = (20.0 - r_a - r_p - gaps)[:, None] - torch.tensor([6.0, 4.0, 2.0, 0.0])  # approaching
     kinds = torch.tensor([[DISC, DISC]]).repeat(n, 1)
     sizes = torch.tensor([[[2 * r_a, 2 * r_a], [2 * r_p, 2 * r_p]]]).repeat(n, 1, 1)
     radii = torch.tensor([[r_a, r_p]]).repeat(n, 1)

@@ -173,15 +173,28 @@ result = {"rows": scores["rows"], "num_clips": len(pred), "positive_rate": clips
 print(physics_eval.format_table(result))
 rows = {row["method"]: row for row in result["rows"]}
 model_row, copy_row, velocity_row = rows["model"], rows["copy last frame"], rows["constant velocity"]
+
+
+def better(key, a, b, lower=False):
+    """a's value of ``key`` beats b's (False when either is missing, e.g. an object the model never draws)."""
+    if a[key] is None or b[key] is None:
+        return False
+    return a[key] < b[key] if lower else a[key] > b[key]
+
+
+def pair(key, a, b, spec):
+    return " vs ".join("n/a" if r[key] is None else format(r[key], spec) for r in (a, b))
+
+
 check("the model beats copy-last on PSNR, SSIM, trajectory error and contact accuracy",
-      model_row["psnr"] > copy_row["psnr"] and model_row["ssim"] > copy_row["ssim"]
-      and model_row["traj_err_px"] < copy_row["traj_err_px"] and model_row["contact_acc"] > copy_row["contact_acc"],
-      f"PSNR {model_row['psnr']:.2f} vs {copy_row['psnr']:.2f}, SSIM {model_row['ssim']:.3f} vs {copy_row['ssim']:.3f}, "
-      f"trajectory {model_row['traj_err_px']:.2f} vs {copy_row['traj_err_px']:.2f} px, contact "
-      f"{model_row['contact_acc']:.3f} vs {copy_row['contact_acc']:.3f}")
+      better("psnr", model_row, copy_row) and better("ssim", model_row, copy_row)
+      and better("traj_err_px", model_row, copy_row, lower=True) and better("contact_acc", model_row, copy_row),
+      f"PSNR {pair('psnr', model_row, copy_row, '.2f')}, SSIM {pair('ssim', model_row, copy_row, '.3f')}, "
+      f"trajectory {pair('traj_err_px', model_row, copy_row, '.2f')} px, contact "
+      f"{pair('contact_acc', model_row, copy_row, '.3f')}")
 check("the model beats constant-velocity extrapolation on trajectory error",
-      model_row["traj_err_px"] < velocity_row["traj_err_px"],
-      f"{model_row['traj_err_px']:.2f} vs {velocity_row['traj_err_px']:.2f} px on {len(pred)} clips")
+      better("traj_err_px", model_row, velocity_row, lower=True),
+      f"{pair('traj_err_px', model_row, velocity_row, '.2f')} px on {len(pred)} clips")
 
 # %% [markdown]
 # The same numbers in one call, which is what `python sample.py --ckpt=... --eval` runs (it also writes
