@@ -139,6 +139,11 @@ def copy_repository(dst: Path) -> None:
     (dst / "checkpoints").symlink_to(ROOT / "checkpoints")  # read-only data the tests load
 
 
+def run_tests(tests: Sequence[str], workdir: Path) -> int:
+    return subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                          cwd=workdir, capture_output=True, text=True).returncode
+
+
 def run_mutant(mutant: Mutant, workdir: Path) -> tuple:
     """(status, seconds): "caught", "MISSED" or "stale"."""
     path = workdir / mutant.file
@@ -148,11 +153,10 @@ def run_mutant(mutant: Mutant, workdir: Path) -> tuple:
     path.write_text(original.replace(mutant.old, mutant.new))
     t0 = time.time()
     try:
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests],
-                              cwd=workdir, capture_output=True, text=True)
+        returncode = run_tests(mutant.tests, workdir)
     finally:
         path.write_text(original)
-    return ("caught" if proc.returncode != 0 else "MISSED"), time.time() - t0
+    return ("caught" if returncode != 0 else "MISSED"), time.time() - t0
 
 
 def main(argv=None) -> int:
@@ -171,6 +175,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) / "repo"
         copy_repository(workdir)
+        # The relevant tests must pass on the unmutated code, or a failure would count as "caught".
+        relevant = sorted({t for m in chosen for t in m.tests})
+        if run_tests(relevant, workdir) != 0:
+            print(f"the relevant tests fail without any mutant: fix them first ({' '.join(relevant)})")
+            return 2
         for m in chosen:
             status, seconds = run_mutant(m, workdir)
             results.append(status)

@@ -196,9 +196,11 @@ def test_sample_script_eval_writes_table_and_gifs(tiny_ckpt, tmp_path):
 
 
 def test_state_contact_margin_boundary():
-    """Two discs whose gap is just inside the engine's slop touch, just outside do not (for a disc and a box too)."""
-    from nano_videodiff.physics_eval import BOX, DISC, STATE_CONTACT_MARGIN_PX, contact_from_states
-    margin = STATE_CONTACT_MARGIN_PX
+    """Two discs whose gap is just inside the engine's slop touch, just outside do not (for a disc and a box too).
+    The reference is pymunk's own collision slop, not the module's constant, so a wrong constant fails."""
+    import pymunk
+    from nano_videodiff.physics_eval import BOX, DISC, contact_from_states
+    margin = pymunk.Space().collision_slop  # 0.1: the engine lets shapes this close count as touching
     gaps = torch.tensor([0.0, 0.8 * margin, 1.2 * margin, 2.5 * margin])
     n = len(gaps)
     r_a, r_p = 2.0, 3.0
