@@ -35,8 +35,9 @@ from .config import Config
 from .edm import sample_training_sigma
 from .metrics import psnr
 
-ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINTS = ROOT / "checkpoints"
+from .presets import CHECKPOINTS  # the one place that names the folder
+
+ROOT = CHECKPOINTS.parent
 MANIFEST = CHECKPOINTS / "manifest.json"
 CHECK_CLIPS = 8         # held-out clips in the loss check
 CHECK_PREDICTIONS = 4   # clips and Heun steps in the prediction check

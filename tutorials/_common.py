@@ -64,7 +64,8 @@ def check(claim: str, held: bool, evidence: str) -> bool:
 def shipped_checkpoint(name: str) -> Path:
     """``checkpoints/<name>.pt``, a pretrained toy model shipped with the repository (checkpoints/manifest.json
     names the command that trained it). Tutorials use it unless NANO_VIDEODIFF_TRAIN=1 asks to retrain."""
-    return ROOT / "checkpoints" / f"{name}.pt"
+    from nano_videodiff.shipped import CHECKPOINTS
+    return CHECKPOINTS / f"{name}.pt"
 
 
 # NANO_VIDEODIFF_TRAIN=1: train the tutorial's model here (a fixed number of steps) instead of loading the shipped one.
