@@ -2,7 +2,8 @@
 
 References: Menapace et al. 2024, "Snap Video", Sec. 3.4, Fig. 3, Appx. A, Table 8; Chen & Li 2023,
 "FIT: Far-reaching Interleaved Transformers"; Jabri, Fleet & Chen 2022, "Scalable Adaptive Computation
-for Iterative Generation" (RIN). Facts and sizes: ``shared/research/snap_edm_fit.md`` Secs. 2.6 and 3.
+for Iterative Generation" (RIN). arXiv ids: Snap Video 2402.14797, FIT 2305.12689, RIN 2212.11972.
+The official FIT and RIN code is google-research/pix2seq (``architectures/transformers.py``, ``tape.py``).
 
 The idea: attention over all T*h*w patch tokens is too expensive for video, so a small set of M learned
 *latent tokens* does the heavy computation. Patches are split into G groups (each group = ALL T frames x
@@ -127,7 +128,7 @@ class FITBlock(nn.Module):
 
 
 class FIT(nn.Module):
-    """Backbone contract (DESIGN.md Sec. 4): ``forward(x, c_noise, cond) -> (out, latents)``.
+    """Backbone contract (``models.py``): ``forward(x, c_noise, cond) -> (out, latents)``.
 
     x:       (B, T, C, H, W), already scaled by c_in; T, H, W must be the sizes the model was built for.
     c_noise: (B,) = ln(sigma) / 4.

@@ -1,4 +1,21 @@
-"""Build a model from a config: the backbone registry and the EDM/Snap Video denoiser around it."""
+"""Build a model from a config: the backbone registry and the EDM/Snap Video denoiser around it.
+
+The backbone contract
+---------------------
+Every class registered in ``BACKBONES`` is an ``nn.Module`` that the ``edm.Denoiser`` calls as
+
+    out = backbone(x, c_noise, cond)
+
+- ``x``: (B, T, C, H, W), the noisy video already multiplied by ``c_in(sigma)``, so of unit variance.
+- ``c_noise``: (B,), ``ln(sigma) / 4`` (EDM Table 1); a backbone never sees ``sigma`` itself.
+- ``cond``: a ``conditioning.Cond`` (labels, frame interval, known mask and content, sampler state,
+  image flags). A backbone reads the fields it uses and ignores the others.
+- ``out``: the network output F with ``out.shape == x.shape``; a backbone that hands state on to the
+  next sampler step (FIT's latents for self-conditioning) returns ``(out, state)`` instead.
+- ``from_config(model_cfg, data_cfg)`` builds it from the config sections (``config.py``).
+
+The tensor conventions that ``cond`` and the data follow are written in ``conditioning.py``.
+"""
 from __future__ import annotations
 
 import importlib

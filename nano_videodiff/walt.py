@@ -1,5 +1,5 @@
 """W.A.L.T's window-attention transformer: the backbone (Gupta et al. 2023, "Photorealistic Video Generation
-with Diffusion Models", Sec. 4.2-4.4, Fig. 2, Table 8; facts in ``shared/research/walt_vdt_vldm.md`` Sec. 1.2-1.3).
+with Diffusion Models", arXiv 2312.06662, Sec. 4.2-4.4, Fig. 2, Table 8).
 The ideas it stacks (windows, the identity mask for images, AdaLN-LoRA) are in ``window_attention.py``.
 
 Shape walk-through for one forward pass (B samples, T frames, C channels, H x W, patch p):
@@ -26,7 +26,7 @@ frame is what the paper feeds as a one-frame image: it gets the time embedding o
 paper's rule, Sec. 4.2), the spatial blocks see each frame alone, and the spatiotemporal blocks pass it
 through unchanged, so every frame of an image sample is processed exactly as the same frame alone would be.
 
-Not implemented (see README/report): relative position embeddings (Swin-style, Sec. 4.2), text
+Not implemented: relative position embeddings (Swin-style, Sec. 4.2), text
 cross-attention (Sec. 4.3), self-conditioning (Sec. 4.3); the exact sub-layer order of Fig. 2 is unconfirmed.
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ class WALTBlock(nn.Module):
 
 
 class WALT(nn.Module):
-    """Backbone contract (DESIGN.md Sec. 4): ``forward(x, c_noise, cond) -> out`` with out.shape == x.shape.
+    """Backbone contract (``models.py``): ``forward(x, c_noise, cond) -> out`` with out.shape == x.shape.
 
     x:       (B, T, C, H, W), already scaled by c_in; T <= num_frames, H = height, W = width.
     c_noise: (B,) = ln(sigma) / 4.
@@ -141,7 +141,7 @@ class WALT(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# Paper-size presets (Table 1, Table 8; the layer/width mapping is inferred, see the fact sheet Sec. 1.2)
+# Paper-size presets (Table 1, Table 8; the layer/width mapping is our inference: 12 L d^2 ~ the stated size)
 # ----------------------------------------------------------------------------------------------
 
 _LATENT = dict(in_channels=8, num_frames=5, height=16, width=16, patch_size=1, window=(5, 8, 8),
