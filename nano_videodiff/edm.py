@@ -90,6 +90,23 @@ def sample_training_sigma(batch_size: int, P_mean: float = -1.2, P_std: float = 
     return torch.exp(P_mean + P_std * z)
 
 
+EDM_P_MEAN, EDM_SIGMA_DATA = -1.2, 0.5  # EDM Table 1: chosen together, for pixels in [-1, 1]
+
+
+def relative_P_mean(sigma_data: float, P_mean: float = EDM_P_MEAN) -> float:
+    """EDM's training noise for data of another scale: ``P_mean + ln(sigma_data / 0.5)``.
+
+    What the denoiser sees is the noise-to-signal ratio ``sigma / sigma_data``. EDM tuned ``P_mean = -1.2``
+    with ``sigma_data = 0.5``, i.e. ``ln(sigma / sigma_data) ~ N(-0.51, P_std^2)``. Keeping that
+    distribution for unit-variance data (W.A.L.T's normalised latents, Snap Video's ``sigma_data = 1``)
+    needs ``P_mean = -1.2 + ln 2 = -0.51``; keeping -1.2 there trains at noise levels half as large relative
+    to the data, and the high-noise levels that decide where objects go (prediction) are seen too rarely.
+    """
+    if sigma_data <= 0:
+        raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
+    return P_mean + math.log(sigma_data / EDM_SIGMA_DATA)
+
+
 # ----------------------------------------------------------------------------------------------
 # The SNR argument (Snap Video Sec. 3.2, Fig. 2)
 # ----------------------------------------------------------------------------------------------

@@ -567,3 +567,16 @@ def test_loss_self_conditioning_two_passes():
     no_sc = SelfCondRecorder(prob=0.0)
     Denoiser(no_sc).loss(x, sigma=sigma, noise=eps)
     assert no_sc.seen == [None]
+
+
+@pytest.mark.parametrize("sigma_data", [0.25, 1.0, 3.0])
+def test_relative_P_mean_keeps_edm_noise_to_signal_distribution(sigma_data):
+    """With the same random numbers, sigma / sigma_data at relative_P_mean(sigma_data) equals EDM's
+    sigma / 0.5 at P_mean = -1.2 exactly: the noise-to-signal ratios the denoiser trains on are EDM's."""
+    ours = edm.sample_training_sigma(64, edm.relative_P_mean(sigma_data), 1.2, generator=gen(5)) / sigma_data
+    edms = edm.sample_training_sigma(64, -1.2, 1.2, generator=gen(5)) / 0.5
+    torch.testing.assert_close(ours, edms, rtol=1e-5, atol=0)
+    assert edm.relative_P_mean(0.5) == -1.2
+    assert abs(edm.relative_P_mean(1.0) - (-1.2 + math.log(2))) < 1e-12
+    with pytest.raises(ValueError, match="sigma_data"):
+        edm.relative_P_mean(0.0)
