@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from nano_videodiff.errors import UserError
 from toy_data.moving_mnist import (MovingMNIST, find_mnist_files, load_mnist_test_seq, read_idx,
                                    render_glyph_digits)
 
@@ -18,9 +19,10 @@ def glyphs(**kw):
 # ------------------------------------------------------------------------------------ offline glyphs
 
 
-def test_auto_without_files_falls_back_to_glyphs_with_one_warning(tmp_path):
+def test_auto_without_a_root_falls_back_to_glyphs_with_one_warning():
+    # (a root that is given but holds no MNIST is an error: tests/test_faults_data.py)
     with pytest.warns(UserWarning, match="offline digits") as record:
-        ds = MovingMNIST(root=str(tmp_path), length=3)
+        ds = MovingMNIST(length=3)
         ds[0], ds[1]  # items do not warn again
     assert len(record) == 1
     assert ds.digits == "glyphs"
@@ -200,8 +202,10 @@ def test_clips_are_made_of_the_exact_mnist_digits(mnist_root, split, seed):
 
 
 def test_mnist_requested_but_missing_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="download=True"):
+    with pytest.raises(UserError, match="download=True"):
         MovingMNIST(root=str(tmp_path), digits="mnist")
+    with pytest.raises(UserError, match="download=True"):
+        MovingMNIST(digits="mnist")  # and without a root at all
 
 
 # ------------------------------------------------------------------------------ mnist_test_seq.npy

@@ -22,7 +22,8 @@ Where the digits come from (``digits=``):
   TrueType fonts bundled with matplotlib (DejaVu Sans / Serif / Mono, STIX, Computer Modern; several
   weights and slants), placed like MNIST (fitted to a 20x20 box, centred by mass in 28x28), with a
   random affine jitter (rotation, scale, shear, shift) and stroke thickness per sample.
-- ``"auto"`` (default): MNIST when the files are found, otherwise glyphs, with one warning saying so.
+- ``"auto"`` (default): MNIST from ``root`` when a root is given (an error if it holds none: a wrong
+  folder must not quietly train on other digits), glyphs with one warning saying so when it is not.
 
 ``load_mnist_test_seq`` reads the fixed standard test set ``mnist_test_seq.npy`` (10,000 clips of 20
 frames) used by the 10 -> 10 prediction protocol.
@@ -34,10 +35,13 @@ import gzip
 import os
 import struct
 import warnings
+import zlib
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from nano_videodiff.errors import UserError
 
 TEST_SEQ_URL = "http://www.cs.toronto.edu/~nitish/unsupervised_video/mnist_test_seq.npy"
 
@@ -50,19 +54,29 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 
 def read_idx(path: str) -> np.ndarray:
-    """Read an IDX file (plain or gzip-compressed, by the ``.gz`` suffix) into a numpy array."""
+    """Read an IDX file (plain or gzip-compressed, by the ``.gz`` suffix) into a numpy array.
+
+    A file that is not one (wrong bytes, cut short, a broken .gz) raises UserError naming it.
+    """
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # gzip: BadGzipFile (an OSError), EOFError when cut short
+        raise UserError(f"could not read {path} as an MNIST IDX file: {e}; download it again") from e
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4]!r})")
+        raise UserError(f"{path} is not an IDX file (bad magic number {data[:4]!r}); download it again")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise UserError(f"{path}: the IDX header is cut short ({len(data)} bytes for {ndim} dimensions); "
+                        f"download it again")
     shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
     payload = data[4 + 4 * ndim:]
     if len(payload) != expected:
-        raise ValueError(f"{path}: header says shape {shape} ({expected} bytes), file has {len(payload)}")
+        raise UserError(f"{path}: header says shape {shape} ({expected} bytes), file has {len(payload)}; "
+                        f"download it again")
     return np.frombuffer(payload, dtype=dtype).reshape(shape)
 
 
@@ -79,6 +93,20 @@ def find_mnist_files(root: str | None, split: str = "train") -> tuple[str, str] 
                 if os.path.isfile(images) and os.path.isfile(labels):
                     return images, labels
     return None
+
+
+def _missing_mnist_message(root: str | None, split: str) -> str:
+    """What was looked for, where, and how to get it: one line."""
+    prefix = {"train": "train", "test": "t10k"}[split]
+    if root is None:
+        return ("real MNIST digits need a folder holding them: pass root=... (--data_root=...), with "
+                "download=True to fetch them, or use digits='glyphs' for the offline font digits")
+    where = f"{root} (no such folder)" if not os.path.isdir(root) else root
+    return (f"no MNIST {split} files in {where}: expected {prefix}-images-idx3-ubyte and "
+            f"{prefix}-labels-idx1-ubyte (plain or .gz) there or in {os.path.join(root, 'MNIST', 'raw')}; "
+            f"fetch them (needs internet) with MovingMNIST(root={root!r}, download=True) or "
+            f"torchvision.datasets.MNIST({root!r}, download=True), or give no data_root for the offline "
+            f"font digits")
 
 
 def load_mnist(root: str | None, split: str = "train", download: bool = False):
@@ -100,7 +128,7 @@ def load_mnist(root: str | None, split: str = "train", download: bool = False):
     else:
         return None
     if images.ndim != 3 or len(images) != len(labels):
-        raise ValueError(f"MNIST files under {root}: images {images.shape} and labels {labels.shape} do not match")
+        raise UserError(f"MNIST files under {root}: images {images.shape} and labels {labels.shape} do not match")
     return np.ascontiguousarray(images, dtype=np.uint8), labels.astype(np.int64)
 
 
@@ -209,9 +237,10 @@ class MovingMNIST(torch.utils.data.Dataset):
         resolution: canvas side H = W (64 standard).
         num_digits: digits per clip (2 standard).
         digit_size: digit side in pixels (28 standard; sprites are resized when different).
-        root: folder holding MNIST's IDX files (or ``root/MNIST/raw``); None = no MNIST.
+        root: folder holding MNIST's IDX files (or ``root/MNIST/raw``); None or "" = no MNIST.
         download: let torchvision download MNIST into ``root`` when the files are missing.
-        digits: "auto" (MNIST if found, else glyphs with a warning), "mnist" (error if missing), "glyphs".
+        digits: "auto" (MNIST from ``root`` when given, error if it holds none; glyphs with a warning when
+            no root is given), "mnist" (error if missing), "glyphs".
         seed: dataset seed; clip i uses ``np.random.default_rng([seed, i])`` (train) or
             ``default_rng([seed, i, 1])`` (test), so the two splits never share a clip.
         length: number of clips (the epoch length; 10,000 as in OpenSTL).
@@ -237,17 +266,17 @@ class MovingMNIST(torch.utils.data.Dataset):
         self.step_length, self.frame_interval = step_length, float(frame_interval)
 
         self.mnist = None
+        root = root or None  # "" is the config's "not given"
         if digits != "glyphs":
             self.mnist = load_mnist(root, split, download)
-            if self.mnist is None and digits == "mnist":
-                raise FileNotFoundError(
-                    f"MNIST {split} files (train-images-idx3-ubyte[.gz], ... or t10k-...) not found under "
-                    f"{root!r} or {root!r}/MNIST/raw. Put them there, pass download=True (needs internet), "
-                    f"or use digits='glyphs' for the offline digits.")
+            # A root that was given but holds no MNIST is a mistake (a typo, an empty download folder):
+            # falling back to the font digits would train on other data behind one warning.
+            if self.mnist is None and (digits == "mnist" or root is not None):
+                raise UserError(_missing_mnist_message(root, split))
             if self.mnist is None:
-                warnings.warn(f"MovingMNIST: no MNIST files under root={root!r}; using offline digits rendered "
-                              f"from matplotlib's fonts (digits='glyphs'). Pass root=... to use real MNIST.",
-                              stacklevel=2)
+                warnings.warn("MovingMNIST: no MNIST folder given; using offline digits rendered from "
+                              "matplotlib's fonts (digits='glyphs'). Pass root=... (--data_root=...) to use "
+                              "real MNIST.", stacklevel=2)
         self.digits = "mnist" if self.mnist is not None else "glyphs"
 
     def __len__(self) -> int:

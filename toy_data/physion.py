@@ -26,11 +26,14 @@ Clip contents (`generate_clip` and `PhysionDataset.__getitem__`):
 Each scenario has a fixed square camera view; it is scaled to fit min(H, W) and centred, so
 non-square frames show more floor (wide) or more sky and ground (tall) and discs stay round.
 """
+import glob
 import hashlib
 import json
 import multiprocessing
 import os
+import socket
 import tempfile
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -226,12 +229,41 @@ def generate_clip(scenario, seed, num_frames=16, resolution=32, frame_stride=DEF
 
 # ------------------------------------------------------------------ cached dataset
 
+def _temp_prefix(path):
+    """Temporary files are named <file>.<host>.<pid>.<random>.tmp, so that a later run can tell whose
+    they are (a cache folder in a shared home directory may be written from several machines)."""
+    return f"{path.name}.{socket.gethostname()}.{os.getpid()}."
+
+
+def _remove_orphans(path):
+    """Delete temporary files of `path` whose writer, a process on this machine, is gone: a kill -9
+    mid-write skips the clean-up in `_atomic_save`, and each orphan can be as large as the cache."""
+    if os.name != "posix":  # os.kill(pid, 0) only probes on POSIX (on Windows it would terminate)
+        return
+    host = socket.gethostname()
+    for tmp in path.parent.glob(glob.escape(path.name) + ".*.tmp"):
+        writer, _, _random = tmp.name[len(path.name) + 1:-len(".tmp")].rpartition(".")
+        tmp_host, _, pid = writer.rpartition(".")
+        if tmp_host != host or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: no signal, only "does this process exist?"
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # it exists, as another user's process
+            pass
+
+
 def _atomic_save(path, write):
-    """Write through a temporary file in the same folder, then rename: readers never see half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    """Write through a temporary file in the same folder, then rename: readers never see half, and a
+    kill leaves the old file or the new one. fsync first, so that after a crash of the machine the
+    new name cannot point at data that never reached the disk."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -250,6 +282,36 @@ def _simulate_job(job):
     return clip
 
 
+# The arrays of a cache file (`PhysionDataset._generate`), each with one row per clip.
+CACHE_KEYS = ("video", "states", "radii", "sizes", "kinds", "object_mask", "contact", "contact_frame",
+              "scenario_id", "seed")
+
+
+def _read_cache(path, params):
+    """(arrays, None) from a cache file, or (None, why it cannot be used): torn by a kill, cut short by a
+    full disk, a flipped bit (zip's CRC-32 sees it), or arrays that do not fit the parameters."""
+    try:
+        # our own file handle: np.load leaves its own open when the zip directory is unreadable
+        with open(path, "rb") as handle:
+            archive = np.load(handle, allow_pickle=False)
+            if not hasattr(archive, "files"):
+                return None, "it holds a single array, not an .npz archive"
+            with archive:
+                data = {k: archive[k] for k in archive.files}  # reads and CRC-checks every member now
+    except Exception as e:  # zipfile, zlib and numpy raise a dozen types on damaged bytes: any means rebuild
+        return None, f"{type(e).__name__}: {' '.join(str(e).split())}"
+    missing = [k for k in CACHE_KEYS if k not in data]
+    if missing:
+        return None, f"arrays {', '.join(missing)} are missing"
+    n, t = params["num_clips"], params["num_frames"]
+    video_shape = (n, t, 3, params["height"], params["width"])
+    if data["video"].shape != video_shape or data["video"].dtype != np.uint8:
+        return None, f"video is {data['video'].dtype} {data['video'].shape}, expected uint8 {video_shape}"
+    if data["states"].shape[:2] != (n, t) or any(len(data[k]) != n for k in CACHE_KEYS):
+        return None, f"the arrays do not all hold {n} clips of {t} frames"
+    return data, None
+
+
 def clip_seed(seed, split, index):
     """Seed of clip `index`: train clips use even seeds, test clips odd ones, so they never meet."""
     return 2 * (int(seed) * 1_000_000 + int(index)) + (split == "test")
@@ -260,7 +322,8 @@ class PhysionDataset(torch.utils.data.Dataset):
     the scenarios. The first construction simulates (with a progress bar) and saves
     `<cache_dir>/physion_<name>_<split>_<hash>.npz` (uint8 video, float32 states, labels) plus a
     `.json` with the parameters; the hash covers every generation parameter, the engine version
-    and `FORMAT_VERSION`, so a changed parameter never reads a stale file."""
+    and `FORMAT_VERSION`, so a changed parameter never reads a stale file. Both are written atomically;
+    a damaged cache file (torn, truncated, bit-flipped, foreign) is re-simulated with a warning naming it."""
 
     def __init__(self, scenario="collide", num_clips=1024, num_frames=16, resolution=32, seed=0,
                  split="train", frame_stride=DEFAULT_STRIDE, cache_dir=None, progress=True):
@@ -281,11 +344,16 @@ class PhysionDataset(torch.utils.data.Dataset):
         root = Path(cache_dir or "~/.cache/nano_videodiff/physion").expanduser()
         self.path = root / f"physion_{tag}_{split}_{key}.npz"
         self.meta_path = self.path.with_suffix(".json")
+        self.data = None
         if self.path.exists() and self.meta_path.exists():
-            with np.load(self.path) as f:
-                self.data = {k: f[k] for k in f.files}
-        else:
+            self.data, problem = _read_cache(self.path, self.params)
+            if problem:  # the clips are a pure function of the parameters: simulating again loses nothing
+                warnings.warn(f"toy Physion cache {self.path} is damaged ({problem}); re-simulating it",
+                              stacklevel=2)
+        if self.data is None:
             root.mkdir(parents=True, exist_ok=True)
+            for path in (self.path, self.meta_path):
+                _remove_orphans(path)
             self.data = self._generate(progress)
             _atomic_save(self.path, lambda f: np.savez_compressed(f, **self.data))
             meta = dict(self.params, positive_rate=float(self.data["contact"].mean()))
