@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (attempt, derive, fmt, load_average, machine_line,  # noqa: E402
                                markdown_table, time_ms)
 from nano_videodiff.conditioning import Cond  # noqa: E402
-from nano_videodiff.config import get_preset  # noqa: E402
+from nano_videodiff.presets import get_preset  # noqa: E402
 from nano_videodiff.edm import Denoiser  # noqa: E402
 from nano_videodiff.models import build_denoiser, count_parameters, resolved_sigma_in  # noqa: E402
 from nano_videodiff.temporal_alignment import unet_baseline  # noqa: E402

@@ -35,7 +35,7 @@ from nano_videodiff.hardware import resolve_dtype  # noqa: E402
 from benchmarks.common import (Error, attempt, derive, fmt, fmt_ms, load_average, machine_line,  # noqa: E402
                                markdown_table, parse_simple_args)
 from benchmarks.throughput import measure_training  # noqa: E402
-from nano_videodiff.config import get_preset  # noqa: E402
+from nano_videodiff.presets import get_preset  # noqa: E402
 from nano_videodiff.models import BACKBONES, build_denoiser, count_parameters  # noqa: E402
 
 FRAMES, FIXED_RESOLUTION = (4, 8, 16, 32), 32

@@ -16,7 +16,7 @@ from torch import nn
 
 from helpers import randomise  # tests/ is on sys.path: it is the script's folder, and pytest's rootdir
 from nano_videodiff import distributed as D
-from nano_videodiff.conditioning import Cond
+from nano_videodiff.conditioning import Batch, Cond
 from nano_videodiff.edm import Denoiser
 from nano_videodiff.vdt import VDT
 
@@ -38,7 +38,7 @@ class Loss(nn.Module):
         self.denoiser = denoiser
 
     def forward(self, x, cond, sigma, noise):
-        return self.denoiser.loss(x, cond, sigma=sigma, noise=noise)
+        return self.denoiser.loss(Batch(x, cond, sigma=sigma, noise=noise))
 
 
 def build_model(seed=0) -> Denoiser:

@@ -26,9 +26,8 @@ def tiny_fit():
     """A FIT with dropout (so recomputation must replay the same random masks) and self-conditioning."""
     torch.manual_seed(0)
     fit = FIT(in_channels=3, num_frames=4, height=8, width=8, patch_size=4, dim=32, heads=2, latent_dim=32,
-              latent_heads=2, num_latents=8, group_size=(1, 1), depth=2, global_layers=1, dropout=0.2,
-              self_condition_prob=0.5)
-    return randomise(Denoiser(fit), std=0.1)
+              latent_heads=2, num_latents=8, group_size=(1, 1), depth=2, global_layers=1, dropout=0.2)
+    return randomise(Denoiser(fit, self_condition_prob=0.5), std=0.1)
 
 
 def loss_and_grads(model, batch, seed=0):

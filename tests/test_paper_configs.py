@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from nano_videodiff.config import PRESETS, get_preset
+from nano_videodiff.presets import PRESETS, get_preset
 from nano_videodiff.models import build_denoiser, count_parameters
 from nano_videodiff.models import build_autoencoder
 from nano_videodiff.paper_configs import AUTOENCODERS, PAPER_PARAMETERS, PAPER_PRESETS

@@ -11,7 +11,7 @@ import torch
 import sample as sample_script
 import train
 from nano_videodiff import physics_eval
-from nano_videodiff.config import get_preset
+from nano_videodiff.presets import get_preset
 from nano_videodiff.metrics import (AGENT_RGB, BACKGROUND_RGB, PATIENT_RGB, constant_velocity_trajectories,
                                     contact_accuracy, contact_from_frames, contact_from_trajectories,
                                     copy_last_frame, object_centroids, psnr, radii_from_frames, ssim,

@@ -63,7 +63,7 @@ from _common import QUICK, check, out_dir, save_figure  # also puts the reposito
 import toy_data
 from benchmarks.common import count_flops, load_average, machine_line
 from nano_videodiff.conditioning import Cond
-from nano_videodiff.config import get_preset
+from nano_videodiff.presets import get_preset
 from nano_videodiff.fit import group_patches
 from nano_videodiff.layers import Attention, Mlp
 from nano_videodiff.models import build_backbone, count_parameters
@@ -106,8 +106,7 @@ def record(name, what="args"):
         if what == "args":
             shapes[name] = [tuple(a.shape) for a in args if torch.is_tensor(a)]
         else:
-            out = output[0] if isinstance(output, tuple) else output
-            shapes[name] = [tuple(out.shape)]
+            shapes[name] = [tuple(output.shape)]
     return hook
 
 
@@ -327,8 +326,7 @@ def make_step(model, frames):
 
     def step():
         model.zero_grad(set_to_none=True)
-        out = model(xb, c_noise, cond)
-        out = out[0] if isinstance(out, tuple) else out  # FIT also returns its latents
+        out, _ = model(xb, c_noise, cond)  # every backbone returns (out, state); FIT's state is its latents
         out.square().mean().backward()
     return step
 

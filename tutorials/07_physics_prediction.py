@@ -55,10 +55,10 @@ import torch
 
 from _common import QUICK, TRAIN_HERE, check, out_dir, save_figure, shipped_checkpoint  # + repo root on sys.path
 
-import sample
-import train
+import train  # the training program, run as a function (train.main)
 from nano_videodiff import physics_eval
-from nano_videodiff.config import resolve
+from nano_videodiff.models import load_model
+from nano_videodiff.presets import resolve
 from nano_videodiff.metrics import radii_from_frames, trajectory_error
 from nano_videodiff.video_io import frames_grid
 
@@ -101,7 +101,7 @@ argv = ["--config=physion_collide", f"--out_dir={OUT / 'run'}", f"--cache_dir={O
         "--preview_every=0", "--log_every=25", "--ckpt_every=100000",
         *(f"--{key}={value}" for key, value in TRAIN.items())]
 if CKPT:
-    model, cfg = sample.load_model(CKPT)
+    model, cfg = load_model(CKPT)
     print(f"evaluating {CKPT} (trained elsewhere; NANO_VIDEODIFF_TRAIN=1 trains a small model here instead)")
 else:
     cfg = resolve(argv)[0]  # the config train.main will build from the same arguments
