@@ -67,12 +67,12 @@ MUTANTS = [
     M("ODE ignores sigma_in", "nano_videodiff/sampler.py", "d = (x - den(x, s_hat) / sigma_in) / s_hat",
       "d = (x - den(x, s_hat)) / s_hat", ["tests/test_sampler.py"]),
     M("sampler does not paste known content", "nano_videodiff/sampler.py",
-      "result = masking.paste_known(x * sigma_in, cond)", "result = x * sigma_in", ["tests/test_sampler.py"]),
-    # known content (masking.py)
-    M("known content at data scale, not x / sigma_data", "nano_videodiff/masking.py",
+      "result = paste_known(x * sigma_in, cond)", "result = x * sigma_in", ["tests/test_sampler.py"]),
+    # known content in D (edm.py)
+    M("known content at data scale, not x / sigma_data", "nano_videodiff/edm.py",
       "return torch.where(known, cond.known_x.to(net_in) / sigma_data, net_in)",
       "return torch.where(known, cond.known_x.to(net_in), net_in)", ["tests/test_masking.py", "tests/test_edm.py"]),
-    M("D does not paste known content", "nano_videodiff/masking.py",
+    M("D does not paste known content", "nano_videodiff/edm.py",
       "return torch.where(known, cond.known_x.to(x0.dtype), x0)", "return x0",
       ["tests/test_masking.py", "tests/test_edm.py"]),
     # W.A.L.T (window_attention.py)
@@ -121,9 +121,9 @@ MUTANTS = [
       "kick = np.where(hit & (closing < 0), 2.0 * closing, 0.0)", "kick = np.where(hit & (closing < 0), 1.0 * closing, 0.0)",
       ["tests/test_bouncing_balls.py"]),
     # training (train.py)
-    M("EMA moves by decay instead of 1 - decay", "train.py", "e.lerp_(p.detach(), 1 - decay)",
+    M("EMA moves by decay instead of 1 - decay", "nano_videodiff/optim.py", "e.lerp_(p.detach(), 1 - decay)",
       "e.lerp_(p.detach(), decay)", ["tests/test_train.py::test_ema_update_values"]),
-    M("EMA warm-up (1+t)/(10+t) dropped", "train.py",
+    M("EMA warm-up (1+t)/(10+t) dropped", "nano_videodiff/optim.py",
       "decay = min(0.5 ** (1.0 / max(halflife, 1e-8)), (1 + step) / (10 + step))",
       "decay = 0.5 ** (1.0 / max(halflife, 1e-8))", ["tests/test_train.py::test_ema_update_values"]),
     # dtype choice (hardware.py)
