@@ -4,7 +4,8 @@ Trains the same VDT backbone three times, with ``--conditioning=concat|adaln|cro
 data, seed and budget (forward prediction: the first half of the frames given), then prints the final
 training loss and the prediction PSNR/SSIM on held-out clips. VDT reports that token concatenation
 converges fastest and ends best (Physion FVD/SSIM: concat 129.1/0.872, cross-attention 134.9/0.852,
-adaLN 270.8/0.625; numbers from a third-party summary of the paper, see shared/research).
+adaLN 270.8/0.625; VDT, arXiv 2305.13311, its conditioning ablation; we took these numbers from a
+third-party summary and could not check them against the paper itself).
 
     python benchmarks/conditioning.py                       # bouncing balls, ~3 x 4 minutes on 2 CPU cores
     python benchmarks/conditioning.py --steps=300 --preset=physion_collide

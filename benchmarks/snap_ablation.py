@@ -2,7 +2,7 @@
 
 Trains the same backbone five times on the same toy data, seed and number of steps, every run on joint
 image+video batches (half the rows are images, ``--image_fraction=0.5``), and changes only what Table 3
-changes (Snap Video Sec. 3.2-3.3, 4.3; facts in shared/research/snap_edm_fit.md sections 2.1-2.4, 2.9):
+changes (Snap Video, arXiv 2402.14797, Sec. 3.2-3.3 and 4.3, Table 3):
 
     row   sigma_data  sigma_in                 images
     (i)   0.5         1 (plain EDM)            T-frame videos at frame interval 0 (infinite fps)
@@ -14,7 +14,7 @@ changes (Snap Video Sec. 3.2-3.3, 4.3; facts in shared/research/snap_edm_fit.md 
 s sqrt(T) is ``edm.input_scale(T, H, W, 36, 64)`` (``--sigma_in=0``); on 16 frames of 32x32 it is 2.67.
 
 Row (iv). The paper's table prints sigma_in "1/4.0" for it and says images are not treated as infinite-fps
-videos; the fact sheet reads this as separate diffusion processes per modality: sigma_in = 1 for images
+videos; we read this as separate diffusion processes per modality: sigma_in = 1 for images
 (one frame: s sqrt(1) at the 64x36 base) and 4 for videos. Its exact protocol is not published. The
 nearest honest variant here (``--row_iv=frames``, the default for VDT) trains the image rows of each
 batch as **separate 1-frame samples** with their own ``sigma_in = s sqrt(1) = s`` (the videos' rule with
@@ -86,7 +86,7 @@ from nano_videodiff.metrics import psnr, ssim  # noqa: E402
 from nano_videodiff.models import build_denoiser, count_parameters, resolved_sigma_in  # noqa: E402
 from nano_videodiff.objectives import DiffusionObjective  # noqa: E402
 
-# Snap Video Table 3 (500M FIT, 64x36, 16 frames): FID, FVD, CLIPSIM per row (fact sheet section 2.9).
+# Snap Video Table 3 (500M FIT, 64x36, 16 frames): FID, FVD, CLIPSIM per row.
 PAPER = {"i": (6.58, 39.95, 0.2370), "ii": (4.03, 31.00, 0.2449), "iii": (4.45, 34.89, 0.2428),
          "iv": (3.50, 24.88, 0.2469), "v": (3.07, 27.79, 0.2459)}
 PAPER_SIGMA_IN = {"i": "1", "ii": "4", "iii": "2", "iv": "1/4", "v": "4"}

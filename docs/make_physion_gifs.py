@@ -1,4 +1,4 @@
-"""Regenerate the README's toy Physion GIFs: python docs/make_physion_gifs.py (a few seconds).
+"""Regenerate the toy Physion GIFs of docs/toy_data.md: python docs/make_physion_gifs.py (a few seconds).
 
 Each GIF shows one scenario at 64x64, 16 frames at 10 fps: a clip where the red agent touches the
 yellow patient (left) and one where it does not (right), both simulated by pymunk.

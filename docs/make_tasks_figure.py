@@ -1,4 +1,4 @@
-"""Remake docs/<name>_tasks.png: every VDT task from one masked checkpoint, stacked (README, "All tasks").
+"""Remake docs/<name>_tasks.png: every VDT task from one masked checkpoint, stacked (docs/results.md).
 
     python docs/make_tasks_figure.py --ckpt=out/physion_collide_tasks/ckpt.pt --name=physion_collide
 

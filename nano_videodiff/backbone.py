@@ -5,8 +5,14 @@ interface, so nothing outside the registry ever asks "which kind is this?" (the 
 all carry ``sigma_min``, ``sigma_max`` and ``round_sigma``). A backbone that needs a hook overrides it; the
 others inherit the trivial one.
 
-- ``forward(x, c_noise, cond) -> (out, state)``: ``out`` has x's shape; ``state`` is what the next sampler
-  step should receive as ``cond.self_cond`` (FIT's latents, RIN's latent self-conditioning), or None.
+- ``forward(x, c_noise, cond) -> (out, state)``, called by ``edm.Denoiser``:
+  ``x`` (B, T, C, H, W) is the noisy video already multiplied by ``c_in(sigma)``, so of unit variance;
+  ``c_noise`` (B,) is ``ln(sigma) / 4`` (EDM Table 1): a backbone never sees ``sigma`` itself;
+  ``cond`` is a ``conditioning.Cond`` (labels, frame interval, known mask and content, sampler state, image
+  flags), of which a backbone reads the fields it uses and ignores the others (the tensor conventions are
+  written in ``conditioning.py``); ``out`` is the network output F with ``out.shape == x.shape``, ``state``
+  what the next sampler step should receive as ``cond.self_cond`` (FIT's latents, RIN's latent
+  self-conditioning), or None.
 - ``from_config(model_cfg, data_cfg)``: build from the config sections (``models.py``, the registry).
 - ``load_pretrained(state, what)``: ``--init_from``'s weights. By default the whole backbone (fine-tuning,
   same architecture); Video LDM takes an image U-Net into its spatial layers (Video LDM Sec. 3.1).

@@ -14,7 +14,7 @@ Toy default (f_s = 4, f_t = 2, vae_channel_mult "1,2", widths 32, 64, 64):
     x (B, 1 + 2k, C, 32, 32) -> conv -> res block @32^2 -> down (space) -> res block @16^2
     -> down (space + time) -> res block @8^2 -> mean, logvar (B, 1 + k, c, 8, 8); the decoder mirrors it.
 
-Our choices where the papers are silent (research notes: "UNCONFIRMED"), each pinned by a test:
+Our choices where W.A.L.T and MAGVIT-v2 say nothing we could confirm, each pinned by a test:
 - Temporal pad frames are copies of the first frame, not zeros. Causality holds either way, but with
   copies a still video (an image repeated, ``modality.image_to_video``) gets the image's latent in every
   latent frame, exactly, and no fake black frame precedes every clip of [-1, 1] data.

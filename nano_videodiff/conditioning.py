@@ -1,9 +1,22 @@
 """What a model is given: ``Cond``, a backbone's conditioning besides the noisy video and the noise level,
 and ``Batch``, everything one training step of any model sees (``loss = model.loss(batch)``).
 
-DESIGN.md section 4: every backbone has ``forward(x, c_noise, cond) -> out``. ``cond`` is this small
-dataclass. A backbone reads the fields it knows and ignores the rest; fields left ``None`` mean
-"not given". Adding a field later (e.g. for a new backbone) does not break the others.
+Every backbone is called as ``backbone(x, c_noise, cond)`` (the contract is written in ``backbone.py``), and
+``cond`` is this small dataclass. A backbone reads the fields it knows and ignores the rest; fields left
+``None`` mean "not given". Adding a field later (e.g. for a new backbone) does not break the others.
+
+Conventions shared by the whole package
+---------------------------------------
+- Videos are tensors (B, T, C, H, W) (einops ``b t c h w``), values in [-1, 1] in data space; an image
+  batch (B, C, H, W) appears only where a docstring says so.
+- The noise level ``sigma`` is a float tensor (B,) in EDM units; backbones receive ``ln(sigma) / 4``.
+- Frame rate is a frame interval in seconds, ``1 / fps``; an image, a video at infinite frame rate
+  (Snap Video Sec. 3.3), has interval 0, a number like any other.
+- Given content is marked by a boolean ``known`` broadcastable to (B, T, 1, H, W): True where the
+  content is given (clean context), False where the model generates. This is the complement of VDT's
+  ``mask`` (``masking.py``).
+- The diffusion arithmetic (``edm.py``, ``sampler.py``) runs in float32 even under autocast.
+- Whatever must be reproducible (data sets, masks, sampling) takes an explicit seed or ``torch.Generator``.
 """
 from __future__ import annotations
 

@@ -2,10 +2,11 @@
 
 References
 ----------
-- EDM: Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models", Table 1
-  ("Ours" column), Eq. 2 (D = c_skip x + c_out F), Eq. 8 (the loss in F-space).
-- Snap Video: Menapace et al. 2024, Sec. 3.2 (the SNR argument), Table 1 and Appendix D-E (the scaled
-  framework derived here). Facts and derivations: ``shared/research/snap_edm_fit.md`` sections 1-2.
+- EDM: Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models",
+  arXiv 2206.00364, Table 1 ("Ours" column), Eq. 2 (D = c_skip x + c_out F), Eq. 8 (the loss in F-space).
+- Snap Video: Menapace et al. 2024, "Snap Video: Scaled Spatiotemporal Transformers for Text-to-Video
+  Synthesis", arXiv 2402.14797, Sec. 3.2 (the SNR argument), Table 1 and Appendix D-E (the scaled
+  framework derived here; the derivation is repeated below, with the sign convention we chose).
 
 The idea in one paragraph
 -------------------------

@@ -2,7 +2,8 @@
 
 References: Menapace et al. 2024, "Snap Video", Sec. 3.4, Fig. 3, Appx. A, Table 8; Chen & Li 2023,
 "FIT: Far-reaching Interleaved Transformers"; Jabri, Fleet & Chen 2022, "Scalable Adaptive Computation
-for Iterative Generation" (RIN). Facts and sizes: ``shared/research/snap_edm_fit.md`` Secs. 2.6 and 3.
+for Iterative Generation" (RIN). arXiv ids: Snap Video 2402.14797, FIT 2305.12689, RIN 2212.11972.
+The official FIT and RIN code is google-research/pix2seq (``architectures/transformers.py``, ``tape.py``).
 
 The idea: attention over all T*h*w patch tokens is too expensive for video, so a small set of M learned
 *latent tokens* does the heavy computation. Patches are split into G groups (each group = ALL T frames x

@@ -4,9 +4,9 @@ Used by ``sample.py`` and by ``train.py``'s previews, so both sample the same wa
 
     videos = generate(model, cfg, num_videos, known=..., known_x=..., steps=24, seed=0)
 
-``known`` / ``known_x`` follow the mask convention of DESIGN.md (True = given, clean content in data units);
-the sampler returns given content bit-exactly. Guidance can be over the label (drop the label) or over the
-context (drop the given content: Video LDM's "context guidance", VDT's unconditional branch).
+``known`` / ``known_x`` follow the mask convention of ``conditioning.py`` (True = given, clean content in
+data units); the sampler returns given content bit-exactly. Guidance can be over the label (drop the label)
+or over the context (drop the given content: Video LDM's "context guidance", VDT's unconditional branch).
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ one of six temporal types, uniformly (0.8 / 6 each): forward prediction (first 8
 given), backward prediction (last 8 given), interpolation (every 4th frame given), unconditional
 generation, a single given frame at a random index, and "MLM" (each frame generated with p = 0.8).
 
-Our convention (DESIGN.md Sec. 3) is the complement: a boolean ``known`` of shape (B, T, 1, H, W),
+Our convention (``conditioning.py``) is the complement: a boolean ``known`` of shape (B, T, 1, H, W),
 True where content is given, so ``known = 1 - mask`` and VDT's input is
 ``torch.where(known, x_clean, x_noisy)``. Every generator below returns such a tensor and takes an
 explicit ``torch.Generator`` (CPU) where it is random, so masks are reproducible. Unlike VDT, our

@@ -1,7 +1,7 @@
 """Metrics that need no downloaded weights: pixels, object trajectories, object contact.
 
 FVD and LPIPS are defined through networks pretrained on Kinetics / ImageNet whose weights cannot be
-fetched offline, so this project measures what it can measure exactly (DESIGN.md section 7):
+fetched offline, so this project measures what it can measure exactly:
 
 1. Pixel metrics in the Moving MNIST 10 -> 10 protocol (PredRNN, PhyDNet, OpenSTL): per-frame MSE as a
    *sum* over the 64x64 pixels with values in [0, 1], averaged over clips; PSNR and SSIM (Wang et al.

@@ -1,7 +1,8 @@
 """Images as infinite-frame-rate videos, variable frame-rate clips and joint image+video batches.
 
-Reference: Snap Video (Menapace et al. 2024), Sec. 3.3 and the ablation of Table 3; facts, quotes and
-what the paper leaves open are in ``shared/research/snap_edm_fit.md`` sections 2.3, 2.4 and 2.9.
+Reference: Snap Video (Menapace et al. 2024, "Snap Video: Scaled Spatiotemporal Transformers for
+Text-to-Video Synthesis", arXiv 2402.14797), Sec. 3.3 and the ablation of Table 3 (Sec. 4.3); what the
+paper leaves open, and what we chose, is listed under UNCONFIRMED below.
 
 The paper's argument
 --------------------
@@ -17,8 +18,8 @@ process instead:
   same ``sigma_in`` and passes through the same network, and it is the most redundant video there is:
   averaging its T frames really divides the noise variance by T, exactly as Sec. 3.2 assumes.
 - The network is told how much time separates two frames by a frame-rate token (Sec. 3.4, Fig. 3).
-  Here it is the frame interval in seconds, ``Cond.frame_interval`` (DESIGN.md Sec. 3): a video at
-  ``fps`` has interval ``1/fps``, an image has interval ``0``.
+  Here it is the frame interval in seconds, ``Cond.frame_interval`` (conventions in ``conditioning.py``):
+  a video at ``fps`` has interval ``1/fps``, an image has interval ``0``.
 - Videos themselves are trained at a variable frame rate ("variable frame-rate training"): frames are
   taken with a random stride from a longer clip, so the same footage is seen at several frame rates
   (``variable_frame_rate``). The model learns what the interval means, and images (interval 0) are the

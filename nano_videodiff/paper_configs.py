@@ -4,11 +4,13 @@ Each preset is the paper's network at the paper's width, depth and heads, fed wi
 that gives the paper's token grid. The transformer is then the paper's; only the first and last layers
 (patch embedding and output projection) differ where the paper reads latents of a pretrained autoencoder
 and we read pixels. ``PAPER_PARAMETERS`` holds the size each paper names; ``tests/test_paper_configs.py``
-builds every preset on the ``meta`` device (no memory is allocated) and compares, and the README lists both.
+builds every preset on the ``meta`` device (no memory is allocated) and compares, and ``docs/results.md``
+lists both.
 
-Sources (``shared/research``): VDT ``walt_vdt_vldm.md`` Sec. 2.2 (models.py configs); Snap Video FIT
-``snap_edm_fit.md`` (Table 8, also ``fit.SNAPVIDEO_PRESETS``); W.A.L.T ``walt_vdt_vldm.md`` Sec. 1
-(Tables 1, 3d, 8; also ``walt.WALT_PRESETS``).
+Sources: VDT (arXiv 2305.13311), the VDT-S/2 and VDT-L/2 configurations of its official code
+(github.com/RERV/VDT, ``models.py``); Snap Video (arXiv 2402.14797), Table 8 for FIT (also
+``fit.SNAPVIDEO_PRESETS``) and Table 7 for the U-Net; W.A.L.T (arXiv 2312.06662), Tables 1, 3d and 8
+(also ``walt.WALT_PRESETS``).
 """
 from __future__ import annotations
 
@@ -138,7 +140,7 @@ PAPER_PRESETS: Dict[str, Callable[[], Config]] = {
     "walt_xl": _walt("walt_xl"),
 }
 
-# What each paper (or its code) says, and how sure we are (see the fact sheets).
+# What each paper (or its code) says, and how sure we are (the sources are in the module docstring).
 PAPER_PARAMETERS = {
     "vdt_s2": (41.4e6, "computed from VDT's models.py layer shapes (paper size unconfirmed)"),
     "vdt_l2": (859.7e6, "computed from VDT's models.py layer shapes"),

@@ -1,6 +1,8 @@
 """Physics prediction: does the model's future look right, move right, and lead to the right outcome?
 
-The protocol (DESIGN.md section 7), for a model trained with the ``predict`` task:
+The protocol, for a model trained with the ``predict`` task (metrics from ``metrics.py``; the contact
+question is Physion's object contact prediction, Bear et al. 2021, "Physion: Evaluating Physical Prediction
+from Vision in Humans and Machines", arXiv 2106.08261):
 
 1. Take ``num_clips`` held-out clips (``build_dataset(cfg.data, "test")``) of T frames.
 2. Give the model the first k frames (k = ``cfg.task.num_context``, else T // 2; toy Physion's presets

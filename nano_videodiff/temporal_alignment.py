@@ -1,10 +1,11 @@
 """Video LDM's temporal alignment: temporal layers with a learned mixing factor on a frozen image model.
 
 Paper: Blattmann et al. 2023, "Align your Latents: High-Resolution Video Synthesis with Latent Diffusion
-Models" (Video LDM), Sec. 3.1 (temporal layers, alpha blending, training only the temporal layers) and
-Sec. 3.1.1 (context frames for prediction and interpolation). Code notes from Stable Video Diffusion
-(Stability-AI/generative-models: AlphaBlender, VideoResBlock, VideoTransformerBlock); facts in
-``shared/research/walt_vdt_vldm.md`` Sec. 3.
+Models" (Video LDM, arXiv 2304.08818), Sec. 3.1 (temporal layers, alpha blending, training only the
+temporal layers) and Sec. 3.1.1 (context frames for prediction and interpolation). Code notes from
+Stable Video Diffusion (Stability-AI/generative-models: AlphaBlender in
+``sgm/modules/diffusionmodules/util.py``, VideoResBlock in ``sgm/modules/diffusionmodules/video_model.py``,
+VideoTransformerBlock in ``sgm/modules/video_attention.py``).
 
 The idea: a pretrained image model (``unet.UNet``, its layers are the *spatial* layers l_theta^i) sees
 the T frames of a video as T unrelated images. After every spatial layer we insert a *temporal* layer

@@ -19,8 +19,8 @@ step pops one and concatenates it to its input (ADM's skip connections). Frames 
 module is an image model (T = 1) and the spatial part of a video model (``temporal_alignment.py``).
 
 Conditioning: emb = MLP(Fourier(c_noise)) (+ a label embedding), one vector per image that scales and
-shifts the second GroupNorm of every ResBlock. The backbone contract is DESIGN.md Sec. 4:
-``forward(x, c_noise, cond) -> out``; it reads ``cond.labels`` (if num_classes > 0) and ignores the rest:
+shifts the second GroupNorm of every ResBlock. The backbone contract is the one in ``backbone.py``:
+``forward(x, c_noise, cond) -> (out, None)``; it reads ``cond.labels`` (if num_classes > 0) and ignores the rest:
 known (context) frames reach it only as the clean content the Denoiser puts into its input, and an image
 model, seeing one frame at a time, cannot use them for the other frames.
 

@@ -1,5 +1,6 @@
 """VDT's space-time transformer: the first backbone (Lu et al. 2024, "VDT: General-purpose Video
-Diffusion Transformers via Mask Modeling", Sec. 3; facts in ``shared/research/walt_vdt_vldm.md`` Sec. 2.2).
+Diffusion Transformers via Mask Modeling", arXiv 2305.13311, Sec. 3; block layout as in the official code,
+github.com/RERV/VDT, ``models.py``).
 
 Shape walk-through for one forward pass (B videos, T frames, C channels, H x W pixels, patch p):
 

@@ -1,5 +1,5 @@
 """W.A.L.T's window-attention transformer: the backbone (Gupta et al. 2023, "Photorealistic Video Generation
-with Diffusion Models", Sec. 4.2-4.4, Fig. 2, Table 8; facts in ``shared/research/walt_vdt_vldm.md`` Sec. 1.2-1.3).
+with Diffusion Models", arXiv 2312.06662, Sec. 4.2-4.4, Fig. 2, Table 8).
 The ideas it stacks (windows, the identity mask for images, AdaLN-LoRA) are in ``window_attention.py``.
 
 Shape walk-through for one forward pass (B samples, T frames, C channels, H x W, patch p):
@@ -26,7 +26,7 @@ frame is what the paper feeds as a one-frame image: it gets the time embedding o
 paper's rule, Sec. 4.2), the spatial blocks see each frame alone, and the spatiotemporal blocks pass it
 through unchanged, so every frame of an image sample is processed exactly as the same frame alone would be.
 
-Not implemented (see README/report): relative position embeddings (Swin-style, Sec. 4.2), text
+Not implemented: relative position embeddings (Swin-style, Sec. 4.2), text
 cross-attention (Sec. 4.3), self-conditioning (Sec. 4.3); the exact sub-layer order of Fig. 2 is unconfirmed.
 """
 from __future__ import annotations
@@ -142,8 +142,8 @@ class WALT(Backbone):
 
 
 # ----------------------------------------------------------------------------------------------
-# Paper sizes (Table 1, Table 8; the layer/width mapping is inferred), written once: DiT-style one-line
-# constructors, which ``paper_configs.py`` and the tests build from.
+# Paper sizes (Table 1, Table 8; the layer/width mapping is our inference: 12 L d^2 ~ the stated size),
+# written once: DiT-style one-line constructors, which ``paper_configs.py`` and the tests build from.
 # ----------------------------------------------------------------------------------------------
 
 WALT_SIZES = {

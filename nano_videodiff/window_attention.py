@@ -1,6 +1,6 @@
 """Window attention, the identity mask for images, and AdaLN-LoRA: the ideas of W.A.L.T's transformer
-(Gupta et al. 2023, "Photorealistic Video Generation with Diffusion Models", Sec. 4.2-4.3 and Eq. 3;
-facts in ``shared/research/walt_vdt_vldm.md`` Sec. 1.2). The backbone that stacks them is ``walt.py``.
+(Gupta et al. 2023, "Photorealistic Video Generation with Diffusion Models", arXiv 2312.06662,
+Sec. 4.2-4.3 and Eq. 3). The backbone that stacks them is ``walt.py``.
 
 Tokens live on a grid ``(B, T, H, W, D)``: T latent frames of H x W patch tokens of width D. Full
 self-attention over all N = T H W tokens costs N^2 query-key pairs per layer. W.A.L.T alternates two

@@ -182,8 +182,8 @@ def test_builds_from_config():
 # lacks the Swin-style relative position biases (Sec. 4.2, size unstated; ~0.8M for L if one 9x15x15 table per
 # head and layer, 0.25%). Text cross-attention is absent from both (K600 and UCF-101 models). The mapping
 # L = 24 x 1024 x 16, XL = 28 x 1152 x 16 and the block layout (one attention + one MLP per block) are our
-# inference from Table 8 (fact sheet Sec. 1.2); that Table 3d's rank sweep and Table 4's separate-adaLN model
-# land within 1% below supports it.
+# inference from Table 8 (12 L d^2 is 302M for L, 446M for XL); that Table 3d's rank sweep and Table 4's
+# separate-adaLN model land within 1% below supports it.
 
 @pytest.mark.parametrize("name", ["walt_l", "walt_xl"])
 def test_paper_presets_on_meta_match_parameter_counts(name):

@@ -15,7 +15,7 @@ A clip is a dict:
     velocities     (T, n, 2) float32 in pixels per frame
     radii          (n,) float32 in pixels
     colors         (n, 3) float32 in [0, 1] (all white when channels=1)
-    frame_interval float, 1 / fps in seconds (the frame-rate convention of DESIGN.md section 3)
+    frame_interval float, 1 / fps in seconds (the frame-rate convention of ``nano_videodiff/conditioning.py``)
 `get_batch` returns the same keys with a leading batch dimension (frame_interval becomes (B,)).
 
 Physics runs in float64 numpy in "box units": the shorter image side has length 1 (a unit square for
