@@ -27,12 +27,12 @@ import torch
 
 import toy_data
 from nano_videodiff import masking
-from nano_videodiff.config import Config, options_help, parse_into, split_args
+from nano_videodiff.training.config import Config, options_help, parse_into, split_args
 from nano_videodiff.generation import generate, show_known
 from nano_videodiff.hardware import pick_device, resolve_dtype
-from nano_videodiff.metrics import psnr, ssim
+from nano_videodiff.evaluation.metrics import psnr, ssim
 from nano_videodiff.models import load_model
-from nano_videodiff.video_io import frames_grid, load_video, save_gif, save_png, video_grid
+from nano_videodiff.evaluation.video_io import frames_grid, load_video, save_gif, save_png, video_grid
 
 
 @dataclass
@@ -129,7 +129,7 @@ def main(argv=None):
     d = cfg.data
     n = args.num_videos
     if args.eval:  # forward prediction scored against copy-last, constant velocity and the simulator
-        from nano_videodiff import physics_eval
+        from nano_videodiff.evaluation import physics_eval
         result = physics_eval.evaluate_prediction(
             model, cfg, num_clips=args.eval_clips, steps=args.steps, seed=args.seed, device=device,
             batch_size=args.batch_size, dtype=args.dtype, num_context=args.num_context, data_seed=args.data_seed,

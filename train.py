@@ -27,19 +27,20 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from nano_videodiff import presets
-from nano_videodiff.batches import TrainingData, make_batch  # what one training step sees
-from nano_videodiff.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from nano_videodiff.config import Config
-from nano_videodiff.distributed import (apply_activation_checkpointing, autocast_context, full_optimizer_state_dict,
-                                        full_state_dict, gathered_parameters, grad_scaler,
-                                        load_full_optimizer_state_dict, micro_batches, no_sync_if,
-                                        wrap_for_training)
+from nano_videodiff.training import presets
+from nano_videodiff.training.batches import TrainingData, make_batch  # what one training step sees
+from nano_videodiff.training.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from nano_videodiff.training.config import Config
+from nano_videodiff.training.distributed import (apply_activation_checkpointing, autocast_context,
+                                                 full_optimizer_state_dict, full_state_dict, gathered_parameters,
+                                                 grad_scaler, load_full_optimizer_state_dict, micro_batches,
+                                                 no_sync_if, wrap_for_training)
 from nano_videodiff.hardware import pick_device, resolve_dtype
 from nano_videodiff.latent import VAE_FIELDS, autoencoder_is_trained, load_autoencoder_weights, uses_latents
-from nano_videodiff.models import build_objective, count_parameters
-from nano_videodiff.optim import build_optimizer, ema_update, lr_at
-from nano_videodiff.previews import plot_losses
+from nano_videodiff.models import count_parameters
+from nano_videodiff.training.objectives import build_objective
+from nano_videodiff.training.optim import build_optimizer, ema_update, lr_at
+from nano_videodiff.training.previews import plot_losses
 
 # Fields that may change when resuming (they do not change what is computed).
 RESUMABLE_CHANGES = {"run.out_dir", "run.device", "run.compile", "run.log_every", "run.ckpt_every",
@@ -164,7 +165,7 @@ def main(argv=None) -> dict:
 
     # ---- model, then data (latent diffusion: the frozen autoencoder encodes the training clips once) --------
     torch.manual_seed(cfg.run.seed)
-    objective = build_objective(cfg)  # a denoiser of any backbone, or W.A.L.T's stage-1 autoencoder (models.py)
+    objective = build_objective(cfg)  # a denoiser of any backbone, or W.A.L.T's stage-1 autoencoder
     model = objective.model           # what the EMA copies and the checkpoint holds
     if uses_latents(cfg) and ckpt is None:  # stage 2: the frozen stage-1 autoencoder (resume: in ckpt)
         load_autoencoder_weights(objective.autoencoder, cfg.data.autoencoder, cfg)

@@ -25,7 +25,7 @@ from typing import Callable, List, Sequence
 import torch
 from torch.utils import flop_counter
 
-from nano_videodiff.config import split_args
+from nano_videodiff.training.config import split_args
 
 
 class Error(str):

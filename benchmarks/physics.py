@@ -8,7 +8,7 @@ anti-aliased rendering) per scenario and resolution, single process, and reports
 A failure in one cell is printed in that cell instead of stopping the run.
 
 `evaluation_table` scores a checkpoint's forward prediction on held-out clips against copy-last-frame,
-constant-velocity and simulator rows (`nano_videodiff/physics_eval.py`: PSNR/SSIM, trajectory error,
+constant-velocity and simulator rows (`nano_videodiff/evaluation/physics_eval.py`: PSNR/SSIM, trajectory error,
 contact accuracy). The checkpoint is `--ckpt=PATH`, else out/physion_collide/ckpt.pt if it exists;
 without one the table is replaced by a note.
 """
@@ -64,8 +64,8 @@ def evaluation_table(ckpt=None, num_clips=64, steps=0):
                 "--ckpt=PATH to see the model-vs-baselines table")
     try:
         import torch
-        from nano_videodiff import physics_eval
-        from nano_videodiff.checkpoint import load_checkpoint
+        from nano_videodiff.evaluation import physics_eval
+        from nano_videodiff.training.checkpoint import load_checkpoint
         from nano_videodiff.models import load_model
         from nano_videodiff.hardware import pick_device
         device = pick_device("auto")
@@ -91,7 +91,7 @@ class PhysicsArgs:
 
 def parse_args(argv):
     """--ckpt=PATH, --eval_clips=N, --steps=N (all optional), through the one parser of config.py."""
-    from nano_videodiff.config import options_help, parse_into, split_args
+    from nano_videodiff.training.config import options_help, parse_into, split_args
     values, wants_help = split_args(argv)
     if wants_help:
         raise SystemExit(options_help(PhysicsArgs(), "usage: python benchmarks/physics.py [--key=value ...]"))
@@ -109,7 +109,7 @@ def main(argv=None):
         print(generation_speed_table())
     except Exception as e:  # never fail
         print(f"generation benchmark failed: {type(e).__name__}: {e}")
-    print("\n## Forward prediction: model vs baselines (nano_videodiff/physics_eval.py)\n")
+    print("\n## Forward prediction: model vs baselines (nano_videodiff/evaluation/physics_eval.py)\n")
     print(evaluation_table(ckpt, eval_clips, steps))
 
 

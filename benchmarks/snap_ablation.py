@@ -77,14 +77,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import toy_data  # noqa: E402
 import train  # noqa: E402
-from nano_videodiff import presets  # noqa: E402
+from nano_videodiff.training import presets  # noqa: E402
 from nano_videodiff import masking  # noqa: E402
 from nano_videodiff.conditioning import Batch  # noqa: E402
 from nano_videodiff.edm import input_scale  # noqa: E402
 from nano_videodiff.generation import generate  # noqa: E402
-from nano_videodiff.metrics import psnr, ssim  # noqa: E402
+from nano_videodiff.evaluation.metrics import psnr, ssim  # noqa: E402
 from nano_videodiff.models import build_denoiser, count_parameters, resolved_sigma_in  # noqa: E402
-from nano_videodiff.objectives import DiffusionObjective  # noqa: E402
+from nano_videodiff.training.objectives import DiffusionObjective  # noqa: E402
 
 # Snap Video Table 3 (500M FIT, 64x36, 16 frames): FID, FVD, CLIPSIM per row.
 PAPER = {"i": (6.58, 39.95, 0.2370), "ii": (4.03, 31.00, 0.2449), "iii": (4.45, 34.89, 0.2428),

@@ -17,7 +17,7 @@ count (on a shared machine fewer threads than cores can be much faster). What is
    achieved GFLOP/s = FLOPs / median time; MFU = achieved / the measured matmul peak of the same dtype.
 5. Attention paths, forward + backward at the preset's temporal ((B N), heads, T, d) and spatial
    ((B T), heads, N, d) shapes (VDT's layout): explicit matmuls vs ``F.scaled_dot_product_attention`` vs
-   ``nano_videodiff.layers.attention``'s pick of the two (read from the aten ops it runs): is it the faster?
+   ``nano_videodiff.backbones.layers.attention``'s pick of the two (read from the aten ops it runs): is it the faster?
 
 Times are medians of ``--repeats`` runs (min-max in brackets) after 1 warm-up call; the FLOP-counting call
 runs the same kernels first. Other processes may share the CPU: the load average is printed before/after.
@@ -39,13 +39,13 @@ from benchmarks.common import (attempt, count_flops, derive, fmt, fmt_ms, load_a
                                machine_line, markdown_table, matmul_peak_gflops, mfu, peak_table, time_ms)
 from nano_videodiff import masking  # noqa: E402
 from nano_videodiff.conditioning import Batch, Cond  # noqa: E402
-from nano_videodiff.config import apply_overrides, split_args  # noqa: E402
+from nano_videodiff.training.config import apply_overrides, split_args  # noqa: E402
 from nano_videodiff.edm import sample_training_sigma  # noqa: E402
-from nano_videodiff.layers import attention  # noqa: E402
+from nano_videodiff.backbones.layers import attention  # noqa: E402
 from nano_videodiff.models import build_denoiser, count_parameters  # noqa: E402
 from nano_videodiff.sampler import edm_sigmas, sample  # noqa: E402
-from nano_videodiff.optim import build_optimizer, ema_update  # noqa: E402
-from nano_videodiff.presets import DEFAULT_PRESET, get_preset  # noqa: E402
+from nano_videodiff.training.optim import build_optimizer, ema_update  # noqa: E402
+from nano_videodiff.training.presets import DEFAULT_PRESET, get_preset  # noqa: E402
 
 DTYPES = ("fp32", "bf16")
 TORCH_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}

@@ -46,7 +46,7 @@ from benchmarks.common import (attempt, count_flops, derive, fmt, fmt_ms, load_a
                                machine_line, markdown_table, parse_simple_args, time_ms)
 from nano_videodiff.conditioning import Batch, Cond  # noqa: E402
 from nano_videodiff.edm import Denoiser  # noqa: E402
-from nano_videodiff.walt import WALT  # noqa: E402
+from nano_videodiff.backbones.walt import WALT  # noqa: E402
 
 LAYOUTS = ("windows", "ST = clip", "full")
 GRIDS = [(4, 16, 16), (8, 16, 16), (16, 16, 16)]  # T x H x W tokens (patch 1); full bf16 at 4096 tokens: ~4 GB

@@ -1,43 +1,18 @@
-"""The backbone registry (EDM's F for every paper) and the EDM/Snap Video denoiser built around it.
+"""A model from a config: EDM's denoiser D (Eq. 7, edm.py) around the backbone the registry names.
 
-The only place that maps a model's name to its kind: ``build_denoiser(cfg)`` for diffusion,
-``build_autoencoder(cfg)`` for W.A.L.T's stage 1, ``build_objective(cfg)`` for what ``train.py`` trains.
+``build_denoiser(cfg)`` for diffusion (with its frozen autoencoder for latent diffusion), ``build_autoencoder``
+for W.A.L.T's stage 1, ``load_model(path)`` for a trained checkpoint. The registry itself (name -> backbone
+class) is ``backbones/__init__.py``; what train.py trains is ``training/objectives.py``.
 """
 from __future__ import annotations
 
-import importlib
-
 from torch import nn
 
-from .checkpoint import load_checkpoint, load_model_state
-from .config import Config
+from .backbones import SELF_CONDITIONING, backbone_class, is_autoencoder
 from .edm import Denoiser, input_scale
 from .latent import build_frozen_autoencoder, latent_data_config, uses_latents
-
-# backbone name -> "module:Class"; the class is a ``backbone.Backbone`` (with ``from_config(model_cfg,
-# data_cfg)``). New backbones register here. Imported on first use, so one backbone's module never slows
-# down another's start.
-BACKBONES = {
-    "vdt": "vdt:VDT",                                # VDT (Lu et al. 2024), vdt.py
-    "fit": "fit:FIT",                                # Snap Video's FIT (Menapace et al. 2024), fit.py
-    "walt": "walt:WALT",                             # W.A.L.T's window-attention transformer, walt.py
-    "unet": "unet:UNet",                             # ADM-style image U-Net applied per frame, unet.py
-    "videoldm": "temporal_alignment:VideoLDM",       # Video LDM: U-Net + temporal layers, temporal_alignment.py
-}
-# Backbones whose state is their latents, so RIN's latent self-conditioning applies (--fit_self_cond_prob).
-SELF_CONDITIONING = ("fit",)
-
-
-def backbone_class(name: str):
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(BACKBONES))}")
-    module, cls = BACKBONES[name].split(":")
-    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
-
-
-def is_autoencoder(cfg) -> bool:
-    """``--backbone=causal_vae`` names W.A.L.T's stage-1 autoencoder, not a diffusion backbone."""
-    return cfg.model.backbone == "causal_vae"
+from .training.checkpoint import load_checkpoint, load_model_state
+from .training.config import Config
 
 
 def build_backbone(cfg) -> nn.Module:
@@ -68,16 +43,8 @@ def build_denoiser(cfg) -> Denoiser:
 
 def build_autoencoder(cfg) -> nn.Module:
     """Stage 1 of latent diffusion (W.A.L.T Sec. 4.1): ``--backbone=causal_vae`` trains this."""
-    from .causal_vae import CausalVAE
+    from .backbones.causal_vae import CausalVAE
     return CausalVAE.from_config(cfg.model, cfg.data)
-
-
-def build_objective(cfg):
-    """What ``train.py`` trains (objectives.py): the autoencoder for ``--backbone=causal_vae``, else a denoiser."""
-    from .objectives import AutoencoderObjective, DiffusionObjective
-    if is_autoencoder(cfg):
-        return AutoencoderObjective(build_autoencoder(cfg))
-    return DiffusionObjective(build_denoiser(cfg))
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -29,13 +29,13 @@ import torch
 
 import toy_data
 from . import latent, masking
-from .checkpoint import export_weights, load_checkpoint, load_model_state
+from .training.checkpoint import export_weights, load_checkpoint, load_model_state
 from .conditioning import Batch, Cond
-from .config import Config
+from .training.config import Config
 from .edm import sample_training_sigma
-from .metrics import psnr
+from .evaluation.metrics import psnr
 
-from .presets import CHECKPOINTS  # the one place that names the folder
+from .training.presets import CHECKPOINTS  # the one place that names the folder
 
 ROOT = CHECKPOINTS.parent
 MANIFEST = CHECKPOINTS / "manifest.json"
@@ -51,7 +51,7 @@ def read_manifest(path: Path = MANIFEST) -> Dict[str, dict]:
 def load_shipped(path):
     """(the model with the file's EMA weights in float32, its Config), rebuilt from the config inside the file:
     a denoiser, or for a stage-1 checkpoint (``--backbone=causal_vae``) the autoencoder."""
-    from .models import build_objective
+    from .training.objectives import build_objective
     ckpt = load_checkpoint(path)
     cfg = Config.from_dict(ckpt["config"])
     model = build_objective(cfg).model
@@ -93,7 +93,7 @@ def held_out_loss(model, cfg: Config, num_clips: int = CHECK_CLIPS, seed: int = 
 @torch.no_grad()
 def prediction_psnr(model, cfg: Config, num_clips: int = CHECK_PREDICTIONS, steps: int = CHECK_STEPS) -> float:
     """Mean PSNR (dB) of the predicted frames of the first held-out clips (seed 0, ``steps`` Heun steps)."""
-    from .physics_eval import context_length, held_out_clips, predict_future
+    from .evaluation.physics_eval import context_length, held_out_clips, predict_future
     clips = held_out_clips(cfg, num_clips)
     k = context_length(cfg)
     labels = clips["labels"].long() if cfg.data.num_classes > 0 else None
@@ -103,7 +103,7 @@ def prediction_psnr(model, cfg: Config, num_clips: int = CHECK_PREDICTIONS, step
 
 def measure_check(model, cfg: Config) -> Dict[str, float]:
     """The numbers the manifest records and the test recomputes."""
-    from .models import is_autoencoder
+    from .backbones import is_autoencoder
     if is_autoencoder(cfg):
         return {"reconstruction_psnr": reconstruction_psnr(model, cfg)}
     check = {"held_out_loss": held_out_loss(model, cfg)}

@@ -1,4 +1,4 @@
-"""Tests for W.A.L.T's causal 3D autoencoder (nano_videodiff/causal_vae.py; W.A.L.T Sec. 4.1, MAGVIT-v2)."""
+"""Tests for W.A.L.T's causal 3D autoencoder (nano_videodiff/backbones/causal_vae.py; W.A.L.T Sec. 4.1, MAGVIT-v2)."""
 import math
 
 import pytest
@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from helpers import gen, video
 
-from nano_videodiff.causal_vae import CausalConv3d, CausalVAE, DiagonalGaussian, latent_frames
+from nano_videodiff.backbones.causal_vae import CausalConv3d, CausalVAE, DiagonalGaussian, latent_frames
 from nano_videodiff.conditioning import Batch, Cond
-from nano_videodiff.config import DataConfig, ModelConfig
+from nano_videodiff.training.config import DataConfig, ModelConfig
 from nano_videodiff.modality import image_to_video
 
 

@@ -1,4 +1,4 @@
-"""nano_videodiff/distributed.py: activation checkpointing, checkpoint names and resume across strategies,
+"""nano_videodiff/training/distributed.py: activation checkpointing, checkpoint names and resume across strategies,
 gradient accumulation, precision helpers, and 2-process DDP / FSDP2 on CPU (gloo) against one process."""
 import copy
 import os
@@ -12,11 +12,11 @@ from torch import nn
 
 import _dist_worker as W
 from helpers import randomise
-from nano_videodiff import distributed as D
-from nano_videodiff.checkpoint import load_checkpoint, save_checkpoint
+from nano_videodiff.training import distributed as D
+from nano_videodiff.training.checkpoint import load_checkpoint, save_checkpoint
 from nano_videodiff.edm import Denoiser
-from nano_videodiff.fit import FIT
-from nano_videodiff.vdt import VDTBlock
+from nano_videodiff.backbones.fit import FIT
+from nano_videodiff.backbones.vdt import VDTBlock
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

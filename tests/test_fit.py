@@ -1,4 +1,4 @@
-"""Tests for Snap Video's FIT backbone (nano_videodiff/fit.py)."""
+"""Tests for Snap Video's FIT backbone (nano_videodiff/backbones/fit.py)."""
 from types import SimpleNamespace
 
 import pytest
@@ -6,10 +6,10 @@ import torch
 from helpers import gen, randomise, video
 
 from nano_videodiff.conditioning import DROPPED_LABEL, Cond
-from nano_videodiff.config import Config
+from nano_videodiff.training.config import Config
 from nano_videodiff.models import build_denoiser
 from nano_videodiff.edm import Denoiser
-from nano_videodiff.fit import (FIT, PAPER_PARAMETERS, group_patches, snapvideo_config,
+from nano_videodiff.backbones.fit import (FIT, PAPER_PARAMETERS, group_patches, snapvideo_config,
                                 ungroup_patches)
 from nano_videodiff.sampler import edm_sigmas, sample
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from benchmarks import snap_ablation
-from nano_videodiff import presets as config_lib
-from nano_videodiff.batches import TrainingData, make_batch
+from nano_videodiff.training import presets as config_lib
+from nano_videodiff.training.batches import TrainingData, make_batch
 from nano_videodiff.conditioning import Batch, Cond
 from nano_videodiff.edm import input_scale
 from nano_videodiff.models import build_denoiser, resolved_sigma_in
-from nano_videodiff.objectives import DiffusionObjective
+from nano_videodiff.training.objectives import DiffusionObjective
 
 TINY = ["--dim=16", "--depth=1", "--heads=2"]
 

@@ -1,19 +1,20 @@
-"""Tests for Video LDM's temporal alignment (nano_videodiff/temporal_alignment.py)."""
+"""Tests for Video LDM's temporal alignment (nano_videodiff/backbones/temporal_alignment.py)."""
 import pytest
 import torch
 from helpers import gen, randomise, small_unet, video
 
-from nano_videodiff import masking, temporal_alignment
+from nano_videodiff import masking
+from nano_videodiff.backbones import temporal_alignment
 from nano_videodiff.conditioning import Batch, Cond
-from nano_videodiff.presets import get_preset
+from nano_videodiff.training.presets import get_preset
 from nano_videodiff.edm import Denoiser
 from nano_videodiff.models import build_denoiser
 from nano_videodiff.sampler import edm_sigmas, sample
-from nano_videodiff.temporal_alignment import (ALPHA_INIT_LOGIT, Conv3d, TemporalAttentionBlock,
+from nano_videodiff.backbones.temporal_alignment import (ALPHA_INIT_LOGIT, Conv3d, TemporalAttentionBlock,
                                                TemporalConvBlock, VideoLDM, interpolation_mask, prediction_mask,
                                                unet_baseline)
-from nano_videodiff.unet import AttentionBlock, ResBlock
-from nano_videodiff.vdt import VDT
+from nano_videodiff.backbones.unet import AttentionBlock, ResBlock
+from nano_videodiff.backbones.vdt import VDT
 
 
 def small_videoldm(seed=0, randomised=True, **kw):

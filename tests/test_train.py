@@ -6,12 +6,12 @@ import torch
 
 import sample as sample_script
 import train
-from nano_videodiff.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from nano_videodiff.training.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from nano_videodiff.conditioning import Batch, Cond
-from nano_videodiff.config import Config
-from nano_videodiff.presets import get_preset
+from nano_videodiff.training.config import Config
+from nano_videodiff.training.presets import get_preset
 from nano_videodiff.models import build_denoiser
-from nano_videodiff.optim import ema_update
+from nano_videodiff.training.optim import ema_update
 
 
 def smoke_args(out_dir, *extra):
@@ -104,7 +104,7 @@ def test_bad_config_keys_and_types(tmp_path):
 
 
 def test_help_lists_every_field(capsys):
-    from nano_videodiff.config import SECTIONS
+    from nano_videodiff.training.config import SECTIONS
     from dataclasses import fields
     train.main(["--help"])
     text = capsys.readouterr().out
@@ -166,7 +166,7 @@ def test_fit_backbone_with_lamb_trains_and_samples(tmp_path):
 
 
 def test_every_preset_builds():
-    from nano_videodiff.presets import PRESETS
+    from nano_videodiff.training.presets import PRESETS
     from nano_videodiff.models import build_autoencoder
     for name in PRESETS:
         cfg = get_preset(name).validate()
@@ -298,8 +298,8 @@ def test_train_window_takes_random_consecutive_frames_of_each_clip():
     """--train_window: each sample is frames s..s+W-1 of its clip, s drawn per sample and step; DDP ranks
     slice the same global batch."""
     import toy_data
-    from nano_videodiff.batches import TrainingData, make_batch
-    from nano_videodiff.presets import get_preset
+    from nano_videodiff.training.batches import TrainingData, make_batch
+    from nano_videodiff.training.presets import get_preset
     cfg = get_preset("smoke_autoencoder")
     cfg.data.num_frames, cfg.data.train_window, cfg.data.num_train_clips = 9, 5, 6
     cfg.validate()

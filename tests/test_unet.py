@@ -1,15 +1,16 @@
-"""Tests for the ADM-style image U-Net (nano_videodiff/unet.py)."""
+"""Tests for the ADM-style image U-Net (nano_videodiff/backbones/unet.py)."""
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers import gen, randomise, small_unet, video
 
 from nano_videodiff.conditioning import DROPPED_LABEL, Cond
-from nano_videodiff.presets import get_preset
-from nano_videodiff.layers import modulate
-from nano_videodiff.models import backbone_class, build_denoiser
-from nano_videodiff.temporal_alignment import unet_baseline
-from nano_videodiff.unet import (PAPER_PARAMETERS, AttentionBlock, Downsample, ResBlock, UNet, Upsample,
+from nano_videodiff.training.presets import get_preset
+from nano_videodiff.backbones.layers import modulate
+from nano_videodiff.backbones import backbone_class
+from nano_videodiff.models import build_denoiser
+from nano_videodiff.backbones.temporal_alignment import unet_baseline
+from nano_videodiff.backbones.unet import (PAPER_PARAMETERS, AttentionBlock, Downsample, ResBlock, UNet, Upsample,
                                  parse_ints, unet_config)
 
 

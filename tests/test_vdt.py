@@ -1,14 +1,14 @@
-"""Tests for the VDT backbone (nano_videodiff/vdt.py) and the shared layers (nano_videodiff/layers.py)."""
+"""Tests for the VDT backbone (nano_videodiff/backbones/vdt.py) and the shared layers (nano_videodiff/backbones/layers.py)."""
 import math
 
 import pytest
 import torch
 from helpers import gen, randomise, video
 
-from nano_videodiff import layers
+from nano_videodiff.backbones import layers
 from nano_videodiff.conditioning import DROPPED_LABEL, Cond
-from nano_videodiff.layers import Attention, attention, patchify, unpatchify
-from nano_videodiff.vdt import VDT, VDTBlock
+from nano_videodiff.backbones.layers import Attention, attention, patchify, unpatchify
+from nano_videodiff.backbones.vdt import VDT, VDTBlock
 
 
 
@@ -318,7 +318,7 @@ def test_attention_matches_reference_bf16(masked, bf16_is_fast, monkeypatch):
 
 def test_attention_bf16_long_sequences_take_the_fused_kernel_and_stay_correct():
     """Beyond EXPLICIT_ATTENTION_MAX_KEYS keys the fused kernel runs (no N x N logits kept): same result."""
-    from nano_videodiff.layers import EXPLICIT_ATTENTION_MAX_KEYS
+    from nano_videodiff.backbones.layers import EXPLICIT_ATTENTION_MAX_KEYS
     g = gen(3)
     n = EXPLICIT_ATTENTION_MAX_KEYS + 44
     q, k, v = (torch.randn(2, 2, n, 16, generator=g, dtype=torch.float64) for _ in range(3))

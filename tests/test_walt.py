@@ -1,13 +1,13 @@
-"""Tests for the W.A.L.T backbone (nano_videodiff/walt.py): contract, conditioning, images, presets on meta."""
+"""Tests for the W.A.L.T backbone (nano_videodiff/backbones/walt.py): contract, conditioning, images, presets on meta."""
 import pytest
 import torch
 from helpers import randomise, video
 
 from nano_videodiff.conditioning import DROPPED_LABEL, Batch, Cond
-from nano_videodiff.config import Config
+from nano_videodiff.training.config import Config
 from nano_videodiff.edm import Denoiser
 from nano_videodiff.models import build_backbone
-from nano_videodiff.walt import PAPER_PARAMETERS, WALT, WALTBlock, walt_config
+from nano_videodiff.backbones.walt import PAPER_PARAMETERS, WALT, WALTBlock, walt_config
 
 
 def small_walt(seed=0, **kw):

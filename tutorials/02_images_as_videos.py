@@ -13,8 +13,8 @@
 #
 # Paper: Snap Video, "Scaled Spatiotemporal Transformers for Text-to-Video Synthesis" (Menapace et al.,
 # CVPR 2024), Sec. 3.3 and the ablation of Table 3 (row iv vs. "Ours"). Code: `nano_videodiff/modality.py`
-# (`image_to_video`, `variable_frame_rate`, `joint_batch`), `nano_videodiff/batches.py` (`TrainingData`, `make_batch`),
-# `nano_videodiff/vdt.py` (`conditioning_vector`), `nano_videodiff/generation.py` (`frame_interval`).
+# (`image_to_video`, `variable_frame_rate`, `joint_batch`), `nano_videodiff/training/batches.py` (`TrainingData`, `make_batch`),
+# `nano_videodiff/backbones/vdt.py` (`conditioning_vector`), `nano_videodiff/generation.py` (`frame_interval`).
 #
 # Video models are trained on images too: image data sets are larger and more varied than video ones.
 # The usual way gives images a mode of their own, without a time axis. Snap Video argues that this
@@ -58,9 +58,9 @@ from _common import QUICK, check, out_dir, save_figure, shipped_or_trained  # al
 
 import toy_data
 from nano_videodiff import modality
-from nano_videodiff.batches import TrainingData, make_batch
+from nano_videodiff.training.batches import TrainingData, make_batch
 from nano_videodiff.conditioning import Cond
-from nano_videodiff.presets import resolve
+from nano_videodiff.training.presets import resolve
 from nano_videodiff.generation import generate
 from nano_videodiff.models import build_denoiser
 

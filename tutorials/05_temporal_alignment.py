@@ -13,8 +13,8 @@
 #
 # Paper: Video LDM, "Align your Latents: High-Resolution Video Synthesis with Latent Diffusion Models"
 # (Blattmann et al., CVPR 2023), Sec. 3.1 (temporal layers, the mixing factor alpha, training only the
-# temporal layers), Sec. 3.1.1 (context frames) and Fig. 2. Code: `nano_videodiff/unet.py` (the image
-# model, an ADM U-Net), `nano_videodiff/temporal_alignment.py` (`VideoLDM`), `nano_videodiff/edm.py`,
+# temporal layers), Sec. 3.1.1 (context frames) and Fig. 2. Code: `nano_videodiff/backbones/unet.py` (the image
+# model, an ADM U-Net), `nano_videodiff/backbones/temporal_alignment.py` (`VideoLDM`), `nano_videodiff/edm.py`,
 # `nano_videodiff/sampler.py`.
 #
 # Image data is plentiful and image models are good. Video LDM reuses one:
@@ -57,12 +57,12 @@ from _common import QUICK, check, out_dir, save_figure  # also puts the reposito
 
 import toy_data
 from nano_videodiff.conditioning import Batch
-from nano_videodiff.config import DataConfig
+from nano_videodiff.training.config import DataConfig
 from nano_videodiff.edm import Denoiser
 from nano_videodiff.sampler import edm_sigmas, sample
-from nano_videodiff.temporal_alignment import TemporalConvBlock, VideoLDM
-from nano_videodiff.unet import UNet
-from nano_videodiff.video_io import frames_grid, save_png
+from nano_videodiff.backbones.temporal_alignment import TemporalConvBlock, VideoLDM
+from nano_videodiff.backbones.unet import UNet
+from nano_videodiff.evaluation.video_io import frames_grid, save_png
 
 OUT = out_dir("05")
 t_start = time.time()

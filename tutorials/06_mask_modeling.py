@@ -12,7 +12,7 @@
 # # 06 · One model, many tasks: VDT's unified spatial-temporal mask modeling
 #
 # Paper: VDT, "General-purpose Video Diffusion Transformers via Mask Modeling" (Lu et al., ICLR 2024),
-# Sec. 3. Code: `nano_videodiff/masking.py` (the masks and how they are applied), `nano_videodiff/vdt.py`
+# Sec. 3. Code: `nano_videodiff/masking.py` (the masks and how they are applied), `nano_videodiff/backbones/vdt.py`
 # (the backbone), `train.py` (the training loop that draws them).
 #
 # Video prediction, backward prediction, interpolation, image-to-video and inpainting look like different
@@ -42,11 +42,11 @@ from _common import QUICK, check, out_dir, save_figure, shipped_or_trained  # al
 import toy_data
 from nano_videodiff import edm, masking
 from nano_videodiff.conditioning import Cond
-from nano_videodiff.presets import get_preset
+from nano_videodiff.training.presets import get_preset
 from nano_videodiff.edm import add_noise, preconditioning
 from nano_videodiff.generation import generate, show_known
-from nano_videodiff.metrics import psnr
-from nano_videodiff.video_io import frames_grid
+from nano_videodiff.evaluation.metrics import psnr
+from nano_videodiff.evaluation.video_io import frames_grid
 
 OUT = out_dir("06")
 torch.manual_seed(0)

@@ -78,7 +78,7 @@ def shipped_or_trained(name: str, train_argv: list):
     import time
 
     import train  # the training program itself, run as a function
-    from nano_videodiff.checkpoint import load_checkpoint
+    from nano_videodiff.training.checkpoint import load_checkpoint
     from nano_videodiff.models import load_model
     path = shipped_checkpoint(name)
     if path.exists() and not (QUICK or TRAIN_HERE):

@@ -51,10 +51,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from . import masking
-from .backbone import Backbone
-from .checkpoint import clean_state_dict, load_model_state
-from .conditioning import Cond
+from .. import masking
+from .base import Backbone
+from ..training.checkpoint import clean_state_dict, load_model_state
+from ..conditioning import Cond
 from .layers import Attention, Mlp, modulate, sincos_1d
 from .unet import AttentionBlock, ResBlock, UNet, group_norm, zero_init
 

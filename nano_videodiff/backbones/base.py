@@ -27,8 +27,8 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from .checkpoint import load_model_state
-from .conditioning import Cond
+from ..training.checkpoint import load_model_state
+from ..conditioning import Cond
 
 
 class Backbone(nn.Module):

@@ -45,7 +45,7 @@ def _snapvideo(name: str) -> Callable[[], Config]:
     uses 64x64 (a 16x16 patch grid, 4x4-patch groups). The parameter count moves by the size of the
     positional embedding only (+1.1M); ``fit.snapvideo_config`` keeps the exact 40x64 shape.
     """
-    from .fit import snapvideo_config
+    from ..backbones.fit import snapvideo_config
 
     def preset() -> Config:
         k = snapvideo_config(name)
@@ -78,7 +78,7 @@ def _walt(stage: str) -> Callable[[], Config]:
     (class-conditional; here the 8 toy Physion scenarios are the classes). Both read 5 x 16 x 16 latents
     with patch 1 and 5 x 8 x 8 spatiotemporal windows, AdaLN-LoRA r = 2, AdamW lr 5e-4 (Table 8).
     """
-    from .walt import LATENT_INPUT, WALT_SIZES
+    from ..backbones.walt import LATENT_INPUT, WALT_SIZES
 
     def preset() -> Config:
         cfg = Config()
@@ -112,7 +112,7 @@ def _walt(stage: str) -> Callable[[], Config]:
 def _unet_284m() -> Config:
     """Snap Video's U-Net baseline (Table 7): the 284M video U-Net (spatial U-Net + temporal layers, trained
     end to end) at the paper's first-stage resolution; our square 64x64 input (see ``_snapvideo``)."""
-    from .unet import unet_config
+    from ..backbones.unet import unet_config
     k = unet_config("unet_284m")
     cfg = _snapvideo("snapvideo_500m")()  # same data, diffusion framework and schedule as FIT
     m = cfg.model

@@ -53,8 +53,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .backbone import Backbone
-from .conditioning import Cond
+from .base import Backbone
+from ..conditioning import Cond
 from .layers import (Attention, LabelEmbedder, Mlp, ScalarEmbedder, check_video, frame_intervals, patchify,
                      unpatchify)
 

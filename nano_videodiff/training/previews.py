@@ -12,9 +12,9 @@ import torch
 
 import toy_data
 
-from . import masking
-from .generation import generate, show_known
-from .video_io import frames_grid, save_gif, save_png, video_grid
+from .. import masking
+from ..generation import generate, show_known
+from ..evaluation.video_io import frames_grid, save_gif, save_png, video_grid
 
 
 def _write(path: Path, panels: list, fps: float, one_column: bool) -> None:

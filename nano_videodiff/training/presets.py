@@ -14,7 +14,7 @@ from .config import Config, apply_overrides, fields_help, split_args
 from .paper_configs import PAPER_PRESETS
 
 # Pretrained toy checkpoints shipped with the repository (checkpoints/manifest.json says how each was made).
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"  # nano_videodiff/training/ -> the root
 
 def _bouncing_balls() -> Config:
     """Bouncing balls: 2 balls, 16 frames of 32x32, unconditional generation with a 1.8M-parameter VDT."""

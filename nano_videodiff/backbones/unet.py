@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .backbone import Backbone
-from .conditioning import Cond
+from .base import Backbone
+from ..conditioning import Cond
 from .layers import Attention, LabelEmbedder, ScalarEmbedder, check_video, modulate
 
 

@@ -4,7 +4,7 @@ EDM's ``training_loop`` calls one loss and takes a step; so does ours, for a den
 (EDM Eq. 8 with Snap Video's scaling, ``edm.Denoiser.loss``) and for W.A.L.T's stage-1 causal autoencoder
 (its reconstruction + KL loss, W.A.L.T Sec. 4.1, ``causal_vae.CausalVAE.loss``):
 
-    objective = models.build_objective(cfg)          # the registry picks the model; nothing else does
+    objective = build_objective(cfg)                 # the registry picks the model; nothing else does
     loss = objective(batch)                          # forward = model.loss(batch): DDP/FSDP hook forward
     objective.load_pretrained(state, what)           # --init_from
     objective.preview(cfg, ema, device, dtype, path) # what a run shows at its checkpoints
@@ -23,6 +23,8 @@ from torch import nn
 
 import toy_data
 
+from ..backbones import is_autoencoder
+from ..models import build_autoencoder, build_denoiser
 from . import previews
 from .checkpoint import load_model_state
 
@@ -101,3 +103,10 @@ class AutoencoderObjective(nn.Module):
         self.model.latent_mean.copy_(ema.latent_mean)
         self.model.latent_std.copy_(ema.latent_std)
         return {"latent_stats_fitted": True}  # latent.autoencoder_is_trained looks for this
+
+
+def build_objective(cfg):
+    """What ``train.py`` trains: the autoencoder for ``--backbone=causal_vae``, else a denoiser (models.py)."""
+    if is_autoencoder(cfg):
+        return AutoencoderObjective(build_autoencoder(cfg))
+    return DiffusionObjective(build_denoiser(cfg))

@@ -36,8 +36,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .backbone import Backbone
-from .conditioning import Cond
+from .base import Backbone
+from ..conditioning import Cond
 from .layers import (AdaLNModulation, LabelEmbedder, Mlp, ScalarEmbedder, check_video, conditioning_vector, modulate,
                      patchify, unpatchify)
 from .window_attention import AdaLNLoRA, WindowAttentionLayer, check_window

@@ -39,8 +39,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .backbone import Backbone
-from .conditioning import Cond
+from .base import Backbone
+from ..conditioning import Cond
 from .layers import (AdaLNModulation, Attention, LabelEmbedder, Mlp, ScalarEmbedder, check_video, conditioning_vector,
                      modulate, patchify, sincos_1d, sincos_2d, unpatchify)
 

@@ -14,9 +14,9 @@ from tqdm.auto import tqdm
 
 import toy_data
 
-from . import latent, masking, modality
-from .conditioning import DROPPED_LABEL, Batch, Cond
-from .edm import sample_training_sigma
+from .. import latent, masking, modality
+from ..conditioning import DROPPED_LABEL, Batch, Cond
+from ..edm import sample_training_sigma
 
 
 # The per-step generators are seeded from (run seed, step). STEP_SEED_STRIDE is a prime above any step count,

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .conditioning import Batch
+from ..conditioning import Batch
 
 
 def _log2(n: int, name: str) -> int:
