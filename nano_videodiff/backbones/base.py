@@ -13,7 +13,7 @@ others inherit the trivial one.
   written in ``conditioning.py``); ``out`` is the network output F with ``out.shape == x.shape``, ``state``
   what the next sampler step should receive as ``cond.self_cond`` (FIT's latents, RIN's latent
   self-conditioning), or None.
-- ``from_config(model_cfg, data_cfg)``: build from the config sections (``models.py``, the registry).
+- ``from_config(model_cfg, data_cfg)``: build from the config sections (the registry, ``backbones/__init__.py``).
 - ``load_pretrained(state, what)``: ``--init_from``'s weights. By default the whole backbone (fine-tuning,
   same architecture); Video LDM takes an image U-Net into its spatial layers (Video LDM Sec. 3.1).
 - ``image_model()``: a context in which the backbone runs as the image model it was built on (Video LDM's

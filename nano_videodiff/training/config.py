@@ -62,7 +62,7 @@ class DiffusionConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "vdt"             # see nano_videodiff/models.py
+    backbone: str = "vdt"             # see nano_videodiff/backbones/__init__.py
     dim: int = 128                    # token width D
     depth: int = 4                    # transformer blocks
     heads: int = 4                    # attention heads

@@ -106,7 +106,7 @@ class AutoencoderObjective(nn.Module):
 
 
 def build_objective(cfg):
-    """What ``train.py`` trains: the autoencoder for ``--backbone=causal_vae``, else a denoiser (models.py)."""
+    """What ``train.py`` trains: the autoencoder for ``--backbone=causal_vae``, else a denoiser."""
     if is_autoencoder(cfg):
         return AutoencoderObjective(build_autoencoder(cfg))
     return DiffusionObjective(build_denoiser(cfg))
