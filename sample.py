@@ -20,20 +20,19 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 import toy_data
 from nano_videodiff import masking
-from nano_videodiff.checkpoint import load_checkpoint, load_model_state
-from nano_videodiff.config import Config, parse_value
+from nano_videodiff.training.config import Config, options_help, parse_into, split_args
 from nano_videodiff.generation import generate, show_known
 from nano_videodiff.hardware import pick_device, resolve_dtype
-from nano_videodiff.metrics import psnr, ssim
-from nano_videodiff.models import build_denoiser
-from nano_videodiff.video_io import frames_grid, load_video, save_gif, save_png, video_grid
+from nano_videodiff.evaluation.metrics import psnr, ssim
+from nano_videodiff.models import load_model
+from nano_videodiff.evaluation.video_io import frames_grid, load_video, save_gif, save_png, video_grid
 
 
 @dataclass
@@ -64,23 +63,15 @@ class SampleArgs:
     eval_clips: int = 64          # --eval: how many held-out clips
     image_model: bool = False     # videoldm: also sample its frozen image model (temporal layers off) from the
                                   # same noise, and write [image model | aligned video model] side by side
+                                  # (its learned alphas: tutorials/05_temporal_alignment.py plots them)
 
 
 def parse_sample_args(argv) -> SampleArgs:
-    args = SampleArgs()
-    valid = {f.name: f for f in fields(SampleArgs)}
-    for arg in argv:
-        if arg in ("-h", "--help"):
-            print("usage: python sample.py --ckpt=PATH [--key=value ...]")
-            for f in fields(SampleArgs):
-                print(f"  --{f.name}=<{f.type}>  (default {getattr(args, f.name)!r})")
-            sys.exit(0)
-        if not arg.startswith("--"):
-            raise ValueError(f"arguments look like --key=value; got {arg!r}")
-        key, eq, value = arg[2:].partition("=")
-        if key not in valid:
-            raise ValueError(f"unknown option --{key}. Valid: {', '.join(valid)}")
-        setattr(args, key, parse_value(value if eq else "true", valid[key].type, key))
+    values, wants_help = split_args(argv)  # the one --key=value parser (config.py)
+    if wants_help:
+        print(options_help(SampleArgs(), "usage: python sample.py --ckpt=PATH [--key=value ...]"))
+        sys.exit(0)
+    args = parse_into(SampleArgs(), values)
     if not args.ckpt:
         raise ValueError("pass --ckpt=PATH, the checkpoint written by train.py (e.g. out/bouncing_balls/ckpt.pt)")
     if args.dtype not in ("auto", "fp32", "bf16"):
@@ -88,19 +79,6 @@ def parse_sample_args(argv) -> SampleArgs:
     if args.task not in masking.TASKS:
         raise ValueError(f"unknown task {args.task!r}; choose from {', '.join(masking.TASKS)}")
     return args
-
-
-def load_model(ckpt_path, use_ema: bool = True, device="cpu"):
-    """Rebuild the denoiser from a checkpoint's own config and load its (EMA) weights."""
-    ckpt = load_checkpoint(ckpt_path)
-    which = "ema" if use_ema else "model"
-    if "config" not in ckpt or which not in ckpt:
-        shipped = "" if use_ema else " (a shipped checkpoint holds only the EMA weights: drop --use_ema=false)"
-        raise ValueError(f"{ckpt_path} is not a nano-videodiff checkpoint with config and {which} weights{shipped}")
-    cfg = Config.from_dict(ckpt["config"])
-    model = build_denoiser(cfg)
-    load_model_state(model, ckpt[which], "EMA" if use_ema else "model")
-    return model.to(device).eval(), cfg
 
 
 def task_mask(args: SampleArgs, cfg: Config, n: int) -> torch.Tensor:
@@ -151,7 +129,7 @@ def main(argv=None):
     d = cfg.data
     n = args.num_videos
     if args.eval:  # forward prediction scored against copy-last, constant velocity and the simulator
-        from nano_videodiff import physics_eval
+        from nano_videodiff.evaluation import physics_eval
         result = physics_eval.evaluate_prediction(
             model, cfg, num_clips=args.eval_clips, steps=args.steps, seed=args.seed, device=device,
             batch_size=args.batch_size, dtype=args.dtype, num_context=args.num_context, data_seed=args.data_seed,
@@ -188,21 +166,8 @@ def main(argv=None):
     videos = sample_videos()
     image_videos = None
     if args.image_model:  # Video LDM Fig. 2: the same noise through the image model alone (alpha = 1)
-        if not hasattr(model.backbone, "image_only"):
-            raise ValueError("--image_model needs a Video LDM checkpoint (--backbone=videoldm)")
-        model.backbone.image_only = True
-        try:
+        with model.backbone.image_model():  # every backbone declares it; those without an image model refuse
             image_videos = sample_videos()
-        finally:
-            model.backbone.image_only = False
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(7, 3.2))
-        model.backbone.plot_alphas(ax)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out_dir / "alphas.png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
 
     # ---- pictures: [given | output | truth] per video ------------------------------------------------------
     panels = [videos] if image_videos is None else [image_videos, videos]

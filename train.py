@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import sys
 import time
@@ -28,20 +27,20 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-import toy_data
-from nano_videodiff import config as config_lib
-from nano_videodiff.batches import TrainingData, make_batch  # what one training step sees
-from nano_videodiff.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from nano_videodiff.distributed import (apply_activation_checkpointing, autocast_context, full_optimizer_state_dict,
-                                        full_state_dict, gathered_parameters, grad_scaler,
-                                        load_full_optimizer_state_dict, micro_batches, no_sync_if,
-                                        wrap_for_training)
-from nano_videodiff.edm import Denoiser
+from nano_videodiff.training import presets
+from nano_videodiff.training.batches import TrainingData, make_batch  # what one training step sees
+from nano_videodiff.training.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from nano_videodiff.training.config import Config
+from nano_videodiff.training.distributed import (apply_activation_checkpointing, autocast_context,
+                                                 full_optimizer_state_dict, full_state_dict, gathered_parameters,
+                                                 grad_scaler, load_full_optimizer_state_dict, micro_batches,
+                                                 no_sync_if, wrap_for_training)
 from nano_videodiff.hardware import pick_device, resolve_dtype
 from nano_videodiff.latent import VAE_FIELDS, autoencoder_is_trained, load_autoencoder_weights, uses_latents
-from nano_videodiff.models import build_autoencoder, build_denoiser, count_parameters
-from nano_videodiff.lamb import LAMB
-from nano_videodiff.previews import plot_losses, write_preview
+from nano_videodiff.models import count_parameters
+from nano_videodiff.training.objectives import build_objective
+from nano_videodiff.training.optim import build_optimizer, ema_update, lr_at
+from nano_videodiff.training.previews import plot_losses
 
 # Fields that may change when resuming (they do not change what is computed).
 RESUMABLE_CHANGES = {"run.out_dir", "run.device", "run.compile", "run.log_every", "run.ckpt_every",
@@ -49,52 +48,6 @@ RESUMABLE_CHANGES = {"run.out_dir", "run.device", "run.compile", "run.log_every"
                      "run.max_minutes", "run.overwrite", "run.stop_at_step", "run.init_from",
                      "run.parallel", "run.activation_checkpointing", "optim.grad_accum_steps",
                      "optim.max_steps"}  # a new max_steps stretches the cosine schedule from here on
-
-
-class TrainingLoss(nn.Module):
-    """Makes the loss the module's forward, so DDP (which hooks forward) can wrap the whole step."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x, cond, sigma, noise, self_cond_draw):
-        if isinstance(self.model, Denoiser):  # the diffusion loss (edm.py)
-            return self.model.loss(x, cond, sigma=sigma, noise=noise, self_cond_draw=self_cond_draw)
-        return self.model.loss(x, is_image=cond.is_image)  # W.A.L.T stage 1: the autoencoder's own loss
-
-
-def lr_at(step: int, o) -> float:
-    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``max_steps``."""
-    if step < o.warmup_steps:
-        return o.lr * (step + 1) / o.warmup_steps
-    progress = min(1.0, (step - o.warmup_steps) / max(1, o.max_steps - o.warmup_steps))
-    return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-@torch.no_grad()
-def ema_update(ema: nn.Module, parameters, buffers, step: int, halflife: float) -> None:
-    """EMA of the weights with half-life ``halflife`` steps; the warm-up (1+t)/(10+t) lets early EMA track.
-
-    ``parameters``: the model's parameters as full tensors, in order (under FSDP, gathered on every rank).
-    """
-    decay = min(0.5 ** (1.0 / max(halflife, 1e-8)), (1 + step) / (10 + step))
-    for e, p in zip(ema.parameters(), parameters):
-        e.lerp_(p.detach(), 1 - decay)
-    for e, b in zip(ema.buffers(), buffers):
-        e.copy_(b)
-
-
-def build_optimizer(parameters, o):
-    """AdamW or LAMB; weight decay on matrices only, not on biases, norms and embedding vectors."""
-    decay = [p for p in parameters if p.ndim >= 2]
-    no_decay = [p for p in parameters if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if o.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2))
-    if o.optimizer == "lamb":  # layer-wise trust ratios (You et al. 2019); Snap Video's FIT optimizer
-        return LAMB(groups, lr=o.lr, betas=(o.beta1, o.beta2))
-    raise ValueError(f"--optimizer must be adamw or lamb, got {o.optimizer!r}")
 
 
 def rng_state() -> dict:
@@ -110,28 +63,23 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def init_weights(model, path) -> None:
+def init_weights(objective, path) -> None:
     """``--init_from``: load another run's (EMA) weights before training starts.
 
-    A backbone that wraps a smaller model (Video LDM's temporal layers around an image U-Net) defines
-    ``load_image_model(state_dict)`` and takes the other run's backbone weights into its image part;
-    any other backbone loads the whole model, which must have the same architecture (fine-tuning).
+    A denoiser takes the other run's backbone weights (``Backbone.load_pretrained``: the same architecture
+    for fine-tuning; Video LDM takes an image U-Net into its spatial layers); the autoencoder the whole model.
     """
     source = load_checkpoint(path)
     state = source.get("ema", source.get("model"))
     if state is None:
         raise ValueError(f"{path} holds no model weights; --init_from needs a checkpoint written by train.py")
-    if hasattr(model.backbone, "load_image_model"):
-        prefix = "backbone."
-        model.backbone.load_image_model({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-    else:
-        load_model_state(model, state, f"--init_from={path}")
+    objective.load_pretrained(state, f"--init_from={path}")
     print(f"initialised from {path} (step {source.get('step', '?')})")
 
 
 def resume_config(cfg, changed, ckpt):
     """The saved config wins; overrides of fields that would change the computation are refused."""
-    saved = config_lib.Config.from_dict(ckpt["config"])
+    saved = Config.from_dict(ckpt["config"])
     for key in changed:
         section, name = key.split(".")
         new, old = getattr(getattr(cfg, section), name), getattr(getattr(saved, section), name)
@@ -177,9 +125,9 @@ def train_autoencoder_first(cfg, changed) -> None:
 
 def main(argv=None) -> dict:
     # ---- config --------------------------------------------------------------------------------------
-    cfg, changed, wants_help = config_lib.resolve(sys.argv[1:] if argv is None else argv)
+    cfg, changed, wants_help = presets.resolve(sys.argv[1:] if argv is None else argv)
     if wants_help:
-        print(config_lib.help_text(cfg, "train.py"))
+        print(presets.help_text(cfg, "train.py"))
         return {}
     cfg.data.autoencoder = cfg.data.autoencoder.format(out_dir=cfg.run.out_dir)  # e.g. "{out_dir}/autoencoder/..."
     cfg.validate()
@@ -217,37 +165,34 @@ def main(argv=None) -> dict:
 
     # ---- model, then data (latent diffusion: the frozen autoencoder encodes the training clips once) --------
     torch.manual_seed(cfg.run.seed)
-    autoencoder_stage = cfg.model.backbone == "causal_vae"  # W.A.L.T stage 1 (latent.py), else diffusion
-    model = build_autoencoder(cfg) if autoencoder_stage else build_denoiser(cfg)
-    network = model if autoencoder_stage else model.backbone  # what learns
+    objective = build_objective(cfg)  # a denoiser of any backbone, or W.A.L.T's stage-1 autoencoder
+    model = objective.model           # what the EMA copies and the checkpoint holds
     if uses_latents(cfg) and ckpt is None:  # stage 2: the frozen stage-1 autoencoder (resume: in ckpt)
-        load_autoencoder_weights(model.autoencoder, cfg.data.autoencoder, cfg)
+        load_autoencoder_weights(objective.autoencoder, cfg.data.autoencoder, cfg)
     if cfg.run.init_from and ckpt is None:  # start from another run's weights (not a resume)
-        init_weights(model, cfg.run.init_from)
-    if cfg.model.freeze_image_model and hasattr(network, "freeze_image_model"):
-        network.freeze_image_model()  # Video LDM: only the temporal layers learn
-    model = model.to(device)
+        init_weights(objective, cfg.run.init_from)
+    objective.to(device)
     start_step = 0
     if ckpt is not None:  # resume: the weights go in before any wrapping (every rank reads the file)
         load_model_state(model, ckpt["model"])
         start_step = int(ckpt["step"])
-    data = TrainingData(cfg, getattr(model, "autoencoder", None), device)
+    data = TrainingData(cfg, objective.autoencoder, device)
     ema = copy.deepcopy(model).requires_grad_(False)  # a plain, full copy on every rank
     if ckpt is not None:
         load_model_state(ema, ckpt["ema"], "EMA")
     if master:
+        network = objective.network  # what learns
         frozen = count_parameters(network) - count_parameters(network, trainable_only=True)
         print(f"{cfg.model.backbone}: {count_parameters(network) / 1e6:.2f}M parameters"
               + (f" ({frozen / 1e6:.2f}M frozen)" if frozen else "") + "; "
-              f"device {device}, dtype {precision}, world size {world}"
-              + ("" if autoencoder_stage else f", sigma_in {model.sigma_in:.3f}")
+              f"device {device}, dtype {precision}, world size {world}, {objective.describe()}"
               + (" (auto: s*sqrt(T), Snap Video Sec. 3.2)" if cfg.diffusion.sigma_in == 0 else "")
               + (f"; diffusion on latents of {cfg.data.autoencoder}" if uses_latents(cfg) else ""))
 
     # ---- how a step runs: activation checkpointing, compile, DDP or FSDP, precision (distributed.py) -------
     if cfg.run.activation_checkpointing:  # recompute each block in backward: memory for compute
-        apply_activation_checkpointing(network)
-    step_module = TrainingLoss(model)
+        apply_activation_checkpointing(objective.network)
+    step_module = objective  # the loss is its forward, so DDP (which hooks forward) wraps the whole step
     strategy = cfg.run.parallel if distributed else "none"
     if strategy == "fsdp":  # shard the parameters in place, then compile the sharded module
         step_module = wrap_for_training(step_module, "fsdp", device)
@@ -274,23 +219,15 @@ def main(argv=None) -> dict:
     elif master and ckpt is None:
         log_path.write_text("")
 
-    def checkpoint(step):
+    def checkpoint(step, extra=None):
         """Every rank takes part (FSDP gathers the shards); rank 0 writes full tensors with plain names."""
-        extra = {}
-        if autoencoder_stage and step == o.max_steps:  # W.A.L.T normalises latents before diffusion
-            fit_data = toy_data.build_dataset(cfg.data, "train")
-            clips = toy_data.get_batch(fit_data, range(min(256, len(fit_data))))["video"].to(device)
-            ema.fit_latent_stats(clips)  # with the EMA weights, which stage 2 uses
-            for name in ("latent_mean", "latent_std"):
-                getattr(model, name).copy_(getattr(ema, name))
-            extra["latent_stats_fitted"] = True
         model_state, optimizer_state = full_state_dict(model), full_optimizer_state_dict(model, optimizer)
         if not master:
             return
         save_checkpoint(ckpt_path, {"model": model_state, "ema": ema.state_dict(), "optimizer": optimizer_state,
                                     "step": step, "config": cfg.to_dict(), "rng": rng_state(),
                                     "scheduler": {"name": "warmup_cosine", "lr": lr_at(max(step - 1, 0), o)},
-                                    **extra})
+                                    **(extra or {})})
         plot_losses(log_path, out_dir / "loss.png")
 
     t_start = time.time()
@@ -310,10 +247,10 @@ def main(argv=None) -> dict:
         # after the last micro-batch.
         loss = torch.zeros((), device=device)
         for micro, micro_rank, micro_world in micro_batches(rank, world, o.grad_accum_steps):
-            x, cond, sigma, noise, self_cond_draw = make_batch(cfg, data, step, micro_rank, micro_world, device)
+            batch = make_batch(cfg, data, step, micro_rank, micro_world, device)
             with no_sync_if(step_module, micro < o.grad_accum_steps - 1):
                 with autocast:
-                    micro_loss = step_module(x, cond, sigma, noise, self_cond_draw) / o.grad_accum_steps
+                    micro_loss = step_module(batch) / o.grad_accum_steps
                 if not torch.isfinite(micro_loss):
                     raise FloatingPointError(f"loss is {micro_loss.item()} at step {step}; lower --lr or try "
                                              "--dtype=fp32")
@@ -346,14 +283,14 @@ def main(argv=None) -> dict:
             window_loss, window_videos, window_t0 = 0.0, 0, time.time()
         t_aside = time.time()  # previews and checkpoints do not count towards videos/s
         if master and cfg.run.preview_every > 0 and (done % cfg.run.preview_every == 0 or done == o.max_steps):
-            write_preview(cfg, ema, device, precision.name, out_dir / "previews" / f"step_{done:06d}")
+            objective.preview(cfg, ema, device, precision.name, out_dir / "previews" / f"step_{done:06d}")
         out_of_time = cfg.run.max_minutes > 0 and time.time() - t_start > 60 * cfg.run.max_minutes
         if distributed and cfg.run.max_minutes > 0:  # every rank must stop at the same step
             flag = torch.tensor(float(out_of_time), device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             out_of_time = bool(flag.item())
         stop_here = out_of_time or done == cfg.run.stop_at_step
-        if done % cfg.run.ckpt_every == 0 or done == o.max_steps or stop_here:
+        if (done % cfg.run.ckpt_every == 0 or stop_here) and done < o.max_steps:
             checkpoint(done)
         window_t0 += time.time() - t_aside
         if stop_here:
@@ -361,6 +298,8 @@ def main(argv=None) -> dict:
                 print(f"stopping at step {done} (of {o.max_steps}); --resume continues")
             break
     bar.close()
+    if start_step < o.max_steps and step + 1 == o.max_steps:  # the last step: finish, then the final checkpoint
+        checkpoint(o.max_steps, objective.finish(cfg, ema, device))  # W.A.L.T stage 1: its latent statistics
     if distributed:
         dist.destroy_process_group()
     if master:

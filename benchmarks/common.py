@@ -25,6 +25,8 @@ from typing import Callable, List, Sequence
 import torch
 from torch.utils import flop_counter
 
+from nano_videodiff.training.config import split_args
+
 
 class Error(str):
     """A failed measurement; a str so that it can go straight into a table cell."""
@@ -175,7 +177,8 @@ def markdown_table(headers: Sequence[str], rows: List[Sequence[object]]) -> str:
 def parse_simple_args(argv, doc: str):
     """``--quick`` and ``--key=value`` options of the small benchmark scripts: (quick, {key: value}), or
     None after printing ``doc`` for -h/--help."""
-    if "-h" in argv or "--help" in argv:
+    options, wants_help = split_args(argv)  # the one --key=value parser (config.py)
+    if wants_help:
         print(doc)
         return None
-    return "--quick" in argv, dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+    return options.pop("quick", "false") == "true", options

@@ -29,7 +29,7 @@ import train  # noqa: E402
 from nano_videodiff import masking  # noqa: E402
 from nano_videodiff.generation import generate  # noqa: E402
 from nano_videodiff.hardware import resolve_dtype  # noqa: E402
-from nano_videodiff.metrics import psnr, ssim  # noqa: E402
+from nano_videodiff.evaluation.metrics import psnr, ssim  # noqa: E402
 from nano_videodiff.models import count_parameters  # noqa: E402
 
 

@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (attempt, derive, fmt, load_average, machine_line,  # noqa: E402
                                markdown_table, time_ms)
-from nano_videodiff.conditioning import Cond  # noqa: E402
-from nano_videodiff.config import get_preset  # noqa: E402
+from nano_videodiff.conditioning import Batch, Cond  # noqa: E402
+from nano_videodiff.training.presets import get_preset  # noqa: E402
 from nano_videodiff.edm import Denoiser  # noqa: E402
 from nano_videodiff.models import build_denoiser, count_parameters, resolved_sigma_in  # noqa: E402
-from nano_videodiff.temporal_alignment import unet_baseline  # noqa: E402
-from nano_videodiff.unet import unet_config  # noqa: E402
+from nano_videodiff.backbones.temporal_alignment import unet_baseline  # noqa: E402
+from nano_videodiff.backbones.unet import unet_config  # noqa: E402
 
 PAPER = {"train": 230.3 / 69.5, "inference": 105.1 / 23.4}  # Snap Video Table 2, U-Net 284M vs FIT 500M
 
@@ -78,7 +78,7 @@ def measure(backbone: str, frames: int, resolution: int, batch_size: int, repeat
 
     def train_step():
         with torch.autocast(**amp):
-            loss = model.loss(x, cond, sigma=sigma, noise=noise, self_cond_draw=torch.zeros(B))
+            loss = model.loss(Batch(x, cond, sigma=sigma, noise=noise, self_cond_draw=torch.zeros(B)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

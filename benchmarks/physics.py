@@ -8,12 +8,13 @@ anti-aliased rendering) per scenario and resolution, single process, and reports
 A failure in one cell is printed in that cell instead of stopping the run.
 
 `evaluation_table` scores a checkpoint's forward prediction on held-out clips against copy-last-frame,
-constant-velocity and simulator rows (`nano_videodiff/physics_eval.py`: PSNR/SSIM, trajectory error,
+constant-velocity and simulator rows (`nano_videodiff/evaluation/physics_eval.py`: PSNR/SSIM, trajectory error,
 contact accuracy). The checkpoint is `--ckpt=PATH`, else out/physion_collide/ckpt.pt if it exists;
 without one the table is replaced by a note.
 """
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -63,9 +64,9 @@ def evaluation_table(ckpt=None, num_clips=64, steps=0):
                 "--ckpt=PATH to see the model-vs-baselines table")
     try:
         import torch
-        from nano_videodiff import physics_eval
-        from nano_videodiff.checkpoint import load_checkpoint
-        from sample import load_model
+        from nano_videodiff.evaluation import physics_eval
+        from nano_videodiff.training.checkpoint import load_checkpoint
+        from nano_videodiff.models import load_model
         from nano_videodiff.hardware import pick_device
         device = pick_device("auto")
         model, cfg = load_model(path, use_ema=True, device=device)
@@ -81,18 +82,24 @@ def evaluation_table(ckpt=None, num_clips=64, steps=0):
         return f"evaluation of {path} failed: {type(e).__name__}: {e}"
 
 
+@dataclass
+class PhysicsArgs:
+    ckpt: str = ""        # the checkpoint to evaluate ("" = DEFAULT_CKPT if it exists)
+    eval_clips: int = 64  # held-out clips
+    steps: int = 0        # sampler steps (0 = the checkpoint config's)
+
+
 def parse_args(argv):
-    """--ckpt=PATH, --eval_clips=N, --steps=N (all optional)."""
-    opts = {"ckpt": "", "eval_clips": "64", "steps": "0"}
-    for arg in argv:
-        key, _, value = arg.lstrip("-").partition("=")
-        if key not in opts:
-            raise SystemExit(f"unknown option {arg!r}; valid: --ckpt=PATH --eval_clips=N --steps=N")
-        opts[key] = value
+    """--ckpt=PATH, --eval_clips=N, --steps=N (all optional), through the one parser of config.py."""
+    from nano_videodiff.training.config import options_help, parse_into, split_args
+    values, wants_help = split_args(argv)
+    if wants_help:
+        raise SystemExit(options_help(PhysicsArgs(), "usage: python benchmarks/physics.py [--key=value ...]"))
     try:
-        return opts["ckpt"] or None, int(opts["eval_clips"]), int(opts["steps"])
-    except ValueError:
-        raise SystemExit(f"--eval_clips and --steps take integers, got {opts['eval_clips']!r}, {opts['steps']!r}")
+        args = parse_into(PhysicsArgs(), values)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    return args.ckpt or None, args.eval_clips, args.steps
 
 
 def main(argv=None):
@@ -102,7 +109,7 @@ def main(argv=None):
         print(generation_speed_table())
     except Exception as e:  # never fail
         print(f"generation benchmark failed: {type(e).__name__}: {e}")
-    print("\n## Forward prediction: model vs baselines (nano_videodiff/physics_eval.py)\n")
+    print("\n## Forward prediction: model vs baselines (nano_videodiff/evaluation/physics_eval.py)\n")
     print(evaluation_table(ckpt, eval_clips, steps))
 
 

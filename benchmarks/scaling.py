@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/scaling.py [--quick] [--threads=N] [--repeats=N] [--dtype=bf16|fp32]
                                               [--out=benchmarks/out/scaling]
 
-Each backbone of ``nano_videodiff.models.BACKBONES`` is built with the architecture of its toy preset
+Each backbone of ``nano_videodiff.backbones.BACKBONES`` is built with the architecture of its toy preset
 (``toy_config``) on RGB clips in pixel space and timed for one training step as train.py runs it
 (``throughput.train_step_fn``: loss forward + backward, grad clip, the optimizer, the EMA update) on a random
 batch. Two sweeps:
@@ -35,8 +35,9 @@ from nano_videodiff.hardware import resolve_dtype  # noqa: E402
 from benchmarks.common import (Error, attempt, derive, fmt, fmt_ms, load_average, machine_line,  # noqa: E402
                                markdown_table, parse_simple_args)
 from benchmarks.throughput import measure_training  # noqa: E402
-from nano_videodiff.config import get_preset  # noqa: E402
-from nano_videodiff.models import BACKBONES, build_denoiser, count_parameters  # noqa: E402
+from nano_videodiff.training.presets import get_preset  # noqa: E402
+from nano_videodiff.backbones import BACKBONES  # noqa: E402
+from nano_videodiff.models import build_denoiser, count_parameters  # noqa: E402
 
 FRAMES, FIXED_RESOLUTION = (4, 8, 16, 32), 32
 RESOLUTIONS, FIXED_FRAMES = (16, 32, 64), 8

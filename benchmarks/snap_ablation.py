@@ -22,8 +22,8 @@ T = 1; 0.67 at 32x32) and no context mask (an image cannot be predicted), with t
 videos are trained as in (v). It needs a backbone that accepts any number of frames (VDT; FIT is built
 for a fixed T). ``--row_iv=interval`` (the default for FIT) is a weaker variant that works with any
 backbone: images stay T-frame repeats with the videos' sigma_in but are told the videos' frame interval
-1/fps instead of 0, so the model is not told that they are static. Both swap ``train.TrainingLoss`` (the
-one place where a training batch reaches the loss) for the length of the run.
+1/fps instead of 0, so the model is not told that they are static. Both swap ``train.build_objective`` (the
+one place where train.py gets the loss a training batch reaches) for the length of the run.
 
 Scores, the same for every row, on ``--eval_clips`` held-out clips (no downloaded weights; NOT FID/FVD):
 
@@ -66,6 +66,7 @@ import argparse
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List
 
@@ -76,12 +77,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import toy_data  # noqa: E402
 import train  # noqa: E402
-from nano_videodiff import config as config_lib  # noqa: E402
+from nano_videodiff.training import presets  # noqa: E402
 from nano_videodiff import masking  # noqa: E402
+from nano_videodiff.conditioning import Batch  # noqa: E402
 from nano_videodiff.edm import input_scale  # noqa: E402
 from nano_videodiff.generation import generate  # noqa: E402
-from nano_videodiff.metrics import psnr, ssim  # noqa: E402
-from nano_videodiff.models import count_parameters, resolved_sigma_in  # noqa: E402
+from nano_videodiff.evaluation.metrics import psnr, ssim  # noqa: E402
+from nano_videodiff.models import build_denoiser, count_parameters, resolved_sigma_in  # noqa: E402
+from nano_videodiff.training.objectives import DiffusionObjective  # noqa: E402
 
 # Snap Video Table 3 (500M FIT, 64x36, 16 frames): FID, FVD, CLIPSIM per row.
 PAPER = {"i": (6.58, 39.95, 0.2370), "ii": (4.03, 31.00, 0.2449), "iii": (4.45, 34.89, 0.2428),
@@ -106,14 +109,14 @@ IMAGE_MODES = {  # how the image rows of a joint batch are trained
 
 def base_preset(preset: str, backbone: str) -> str:
     """The preset to train: ``X_fit`` for ``--backbone=fit`` when it exists (FIT's toy sizes)."""
-    if backbone == "fit" and not preset.endswith("_fit") and f"{preset}_fit" in config_lib.PRESETS:
+    if backbone == "fit" and not preset.endswith("_fit") and f"{preset}_fit" in presets.PRESETS:
         return f"{preset}_fit"
     return preset
 
 
 def auto_sigma_in(preset: str, backbone: str = "vdt", extra: List[str] = ()) -> float:
     """s sqrt(T) for the preset's data shape (what ``--sigma_in=0`` resolves to)."""
-    cfg, _, _ = config_lib.resolve([f"--config={base_preset(preset, backbone)}", *extra, "--sigma_in=0"])
+    cfg, _, _ = presets.resolve([f"--config={base_preset(preset, backbone)}", *extra, "--sigma_in=0"])
     return resolved_sigma_in(cfg)
 
 
@@ -131,7 +134,7 @@ def row_definitions(preset: str = "bouncing_balls", backbone: str = "vdt", row_i
     common = [f"--config={name}", f"--image_fraction={image_fraction}", *extra]
     if backbone != "fit" or not name.endswith("_fit"):
         common.insert(1, f"--backbone={backbone}")
-    cfg, _, _ = config_lib.resolve(common)
+    cfg, _, _ = presets.resolve(common)
     auto = auto_sigma_in(preset, backbone, list(extra))
     image_auto = input_scale(1, cfg.data.resolution, cfg.data.resolution, cfg.diffusion.sigma_in_base_h,
                              cfg.diffusion.sigma_in_base_w)  # s sqrt(1): one frame at this resolution
@@ -151,17 +154,18 @@ def row_definitions(preset: str = "bouncing_balls", backbone: str = "vdt", row_i
 
 
 def image_mode_loss(mode: str, image_sigma_in: float, video_interval: float):
-    """A ``train.TrainingLoss`` for row (iv): the image rows (frame interval 0) of each batch are
-    trained as 1-frame samples with their own sigma_in (``frames``), or told the videos' interval
+    """A ``DiffusionObjective`` (objectives.py) for row (iv): the image rows (frame interval 0) of each batch
+    are trained as 1-frame samples with their own sigma_in (``frames``), or told the videos' interval
     (``interval``). The loss is the same row-weighted mean over the batch as the original."""
 
-    class ImagesNotAsVideos(train.TrainingLoss):
-        def forward(self, x, cond, sigma, noise, self_cond_draw):
+    class ImagesNotAsVideos(DiffusionObjective):
+        def forward(self, batch):
+            x, cond, sigma, noise, self_cond_draw = batch.x, batch.cond, batch.sigma, batch.noise, batch.self_cond_draw
             is_image = cond.frame_interval == 0
             if mode == "interval":  # same samples, but the model is not told that images are static
                 interval = torch.where(is_image, torch.full_like(cond.frame_interval, video_interval),
                                        cond.frame_interval)
-                return super().forward(x, cond.replace(frame_interval=interval), sigma, noise, self_cond_draw)
+                return super().forward(replace(batch, cond=cond.replace(frame_interval=interval)))
             b, total, denoiser = x.shape[0], 0.0, self.model
             video_sigma_in = denoiser.sigma_in
             for rows, image in ((~is_image, False), (is_image, True)):
@@ -172,7 +176,7 @@ def image_mode_loss(mode: str, image_sigma_in: float, video_interval: float):
                     xs, ns, sub = xs[:, :1], ns[:, :1], sub.replace(known=None, known_x=None)
                 denoiser.sigma_in = image_sigma_in if image else video_sigma_in
                 try:
-                    part = denoiser.loss(xs, sub, sigma=sigma[rows], noise=ns, self_cond_draw=self_cond_draw[rows])
+                    part = denoiser.loss(Batch(xs, sub, sigma=sigma[rows], noise=ns, self_cond_draw=self_cond_draw[rows]))
                 finally:
                     denoiser.sigma_in = video_sigma_in
                 total = total + rows.sum() * part
@@ -326,14 +330,14 @@ def run(key: str, row: dict, args, stats_cache: dict) -> dict:
     if args.warmup_steps >= 0:
         argv.append(f"--warmup_steps={args.warmup_steps}")
     t0 = time.time()
-    cfg0, _, _ = config_lib.resolve(argv)
+    cfg0, _, _ = presets.resolve(argv)
     if row["image_mode"] == "video":
         result = train.main(argv)
     else:
         if row["image_mode"] == "frames" and cfg0.model.backbone == "fit":
             raise ValueError("FIT is built for a fixed number of frames: use --row_iv=interval with FIT")
         loss = image_mode_loss(row["image_mode"], row["image_sigma_in"], 1.0 / cfg0.data.fps)
-        with swapped(train, "TrainingLoss", loss):
+        with swapped(train, "build_objective", lambda cfg: loss(build_denoiser(cfg))):
             result = train.main(argv)
     minutes = (time.time() - t0) / 60
     cfg, ema = result["config"], result["ema"].eval()
@@ -435,14 +439,14 @@ def main(argv=None):
     extra += (TINY if args.tiny else []) + passthrough
     args.extra = extra
     if args.steps <= 0:
-        args.steps = config_lib.get_preset(base_preset(args.preset, args.backbone)).optim.max_steps
+        args.steps = presets.get_preset(base_preset(args.preset, args.backbone)).optim.max_steps
     for arg in extra:
         key = arg[2:].partition("=")[0].split(".")[-1]
         if not arg.startswith("--") or key in ROW_KEYS:
             p.error(f"{arg!r}: extra arguments are train.py overrides (--key=value) applied to every row, "
                     f"and may not set what the rows set ({', '.join(sorted(ROW_KEYS))})")
     if args.warmup_steps < 0:  # a tiny budget should not be spent entirely in warm-up
-        preset_warmup = config_lib.get_preset(base_preset(args.preset, args.backbone)).optim.warmup_steps
+        preset_warmup = presets.get_preset(base_preset(args.preset, args.backbone)).optim.warmup_steps
         args.warmup_steps = min(preset_warmup, max(1, args.steps // 5))
     if args.row_iv == "auto":
         args.row_iv = "interval" if args.backbone == "fit" else "frames"
@@ -460,7 +464,7 @@ def main(argv=None):
             results[key] = run(key, row, args, cache)
         except Exception as e:  # a benchmark reports, it does not fail
             results[key] = {"error": repr(e)}
-    cfg, _, _ = config_lib.resolve(next(iter(rows.values()))["overrides"]) if rows else (None, None, None)
+    cfg, _, _ = presets.resolve(next(iter(rows.values()))["overrides"]) if rows else (None, None, None)
     if cfg is not None:
         print_table(rows, results, args, cfg, cache.get("floor", {}))
 

@@ -12,7 +12,7 @@ the plot ``<out>/scaling.png``):
 3. Window vs full attention (W.A.L.T Table 3b: windows up to 2x faster, less memory): training-step time,
    peak allocated memory and FLOPs of the WALT backbone with windows, one clip-sized window and full
    attention, at growing token grids, fp32 and bf16 (``window_attention.run``).
-4. MFU per backbone: every backbone of ``models.BACKBONES`` as its toy preset (``scaling.toy_config``) at one
+4. MFU per backbone: every backbone of ``backbones.BACKBONES`` as its toy preset (``scaling.toy_config``) at one
    common clip size, one training step as train.py runs it (``throughput.train_step_fn``: loss, backward,
    grad clip, optimizer, EMA) in fp32 and in bf16 autocast. MFU = (forward + backward FLOPs per step from
    ``common.count_flops``) / (median step time) / (the matmul peak of the same dtype from section 1).
@@ -47,7 +47,7 @@ from benchmarks import fit_vs_unet, scaling, window_attention  # noqa: E402
 from benchmarks.common import (Error, attempt, conv_gflops, derive, fmt, fmt_ms, load_average,  # noqa: E402
                                machine_line, markdown_table, matmul_peak_gflops, mfu, peak_table)
 from benchmarks.throughput import DTYPES, TORCH_DTYPE  # noqa: E402
-from nano_videodiff.models import BACKBONES  # noqa: E402
+from nano_videodiff.backbones import BACKBONES  # noqa: E402
 
 SECTIONS = ("Machine and matmul peak", "FIT vs U-Net", "Window vs full attention", "MFU per backbone", "Scaling")
 

@@ -17,7 +17,7 @@ count (on a shared machine fewer threads than cores can be much faster). What is
    achieved GFLOP/s = FLOPs / median time; MFU = achieved / the measured matmul peak of the same dtype.
 5. Attention paths, forward + backward at the preset's temporal ((B N), heads, T, d) and spatial
    ((B T), heads, N, d) shapes (VDT's layout): explicit matmuls vs ``F.scaled_dot_product_attention`` vs
-   ``nano_videodiff.layers.attention``'s pick of the two (read from the aten ops it runs): is it the faster?
+   ``nano_videodiff.backbones.layers.attention``'s pick of the two (read from the aten ops it runs): is it the faster?
 
 Times are medians of ``--repeats`` runs (min-max in brackets) after 1 warm-up call; the FLOP-counting call
 runs the same kernels first. Other processes may share the CPU: the load average is printed before/after.
@@ -37,13 +37,15 @@ import torch.nn.functional as F  # noqa: E402
 
 from benchmarks.common import (attempt, count_flops, derive, fmt, fmt_ms, load_average,  # noqa: E402
                                machine_line, markdown_table, matmul_peak_gflops, mfu, peak_table, time_ms)
-from nano_videodiff import config as config_lib, masking  # noqa: E402
-from nano_videodiff.conditioning import Cond  # noqa: E402
+from nano_videodiff import masking  # noqa: E402
+from nano_videodiff.conditioning import Batch, Cond  # noqa: E402
+from nano_videodiff.training.config import apply_overrides, split_args  # noqa: E402
 from nano_videodiff.edm import sample_training_sigma  # noqa: E402
-from nano_videodiff.layers import attention  # noqa: E402
+from nano_videodiff.backbones.layers import attention  # noqa: E402
 from nano_videodiff.models import build_denoiser, count_parameters  # noqa: E402
 from nano_videodiff.sampler import edm_sigmas, sample  # noqa: E402
-from train import build_optimizer, ema_update  # noqa: E402
+from nano_videodiff.training.optim import build_optimizer, ema_update  # noqa: E402
+from nano_videodiff.training.presets import DEFAULT_PRESET, get_preset  # noqa: E402
 
 DTYPES = ("fp32", "bf16")
 TORCH_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -61,18 +63,17 @@ def make_batch(cfg, seed: int = 0):
     x = torch.rand(B, d.num_frames, d.channels, d.resolution, d.resolution, generator=g) * 2 - 1
     labels = torch.randint(d.num_classes, (B,), generator=g) if d.num_classes > 0 else None
     cond = Cond(labels=labels, frame_interval=torch.full((B,), 1.0 / d.fps))
-    mixture = masking.mixture_from_config(cfg.task, d.num_frames) if hasattr(cfg, "task") else None
+    mixture = masking.mixture_from_config(cfg.task, d.num_frames)
     if mixture is not None:
         T, _, H, W = x.shape[1:]
         cond = cond.replace(known=mixture.sample(B, T, H, W, generator=g)[0], known_x=x)
     sigma = sample_training_sigma(B, cfg.diffusion.P_mean, cfg.diffusion.P_std, generator=g)
-    return x, cond, sigma, torch.randn(x.shape, generator=g)
+    return Batch(x, cond, sigma=sigma, noise=torch.randn(x.shape, generator=g))
 
 
 def train_step_fn(cfg, model, batch, dtype: str, optimizer_step: bool = True):
     """One step of train.py's loop without data loading and logging: loss, backward, and (with
     ``optimizer_step``) grad clip, AdamW and the EMA update."""
-    x, cond, sigma, noise = batch
     o = cfg.optim
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], o)  # as train.py
@@ -80,7 +81,7 @@ def train_step_fn(cfg, model, batch, dtype: str, optimizer_step: bool = True):
 
     def step():
         with autocast(dtype):
-            loss = model.loss(x, cond, sigma=sigma, noise=noise)
+            loss = model.loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if optimizer_step:
@@ -102,14 +103,14 @@ def measure_training(cfg, model, dtype: str, repeats: int, batch=None):
 
 def sample_fn(cfg, model, batch, dtype: str, full: bool):
     """One denoiser call (NFE) at sigma = 1, or (``full``) a whole run of the preset's sampler."""
-    d, noise, cond = cfg.diffusion, batch[3], batch[1]
+    d, noise, cond = cfg.diffusion, batch.noise, batch.cond
     sigmas = edm_sigmas(d.sample_steps, d.sigma_min, d.sigma_max, d.rho)
 
     @torch.no_grad()
     def fn():
         with autocast(dtype):
             if full:
-                sample(model, noise, sigmas, cond, solver=d.solver, sigma_in=d.sigma_in)
+                sample(model.forward_with_state, noise, sigmas, cond, solver=d.solver, sigma_in=d.sigma_in)
             else:
                 model(noise, torch.ones(noise.shape[0]), cond)
     return fn
@@ -190,13 +191,14 @@ def speed_table(cfg, model, peak: dict, repeats: int, sample_budget: float) -> s
 
 
 def main(argv) -> None:
-    preset, overrides, wants_help = config_lib.parse_args(argv)
+    overrides, wants_help = split_args(argv)  # the one --key=value parser (config.py)
+    preset = overrides.pop("config", DEFAULT_PRESET)
     repeats = int(overrides.pop("repeats", 5))
     sample_budget = float(overrides.pop("sample_budget", 60))
     if "threads" in overrides:
         torch.set_num_threads(int(overrides.pop("threads")))
-    cfg = config_lib.get_preset(preset)
-    config_lib.apply_overrides(cfg, overrides)
+    cfg = get_preset(preset)
+    apply_overrides(cfg, overrides)
     if wants_help:
         print(__doc__)
         return

@@ -44,9 +44,9 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from benchmarks.common import (attempt, count_flops, derive, fmt, fmt_ms, load_average,  # noqa: E402
                                machine_line, markdown_table, parse_simple_args, time_ms)
-from nano_videodiff.conditioning import Cond  # noqa: E402
+from nano_videodiff.conditioning import Batch, Cond  # noqa: E402
 from nano_videodiff.edm import Denoiser  # noqa: E402
-from nano_videodiff.walt import WALT  # noqa: E402
+from nano_videodiff.backbones.walt import WALT  # noqa: E402
 
 LAYOUTS = ("windows", "ST = clip", "full")
 GRIDS = [(4, 16, 16), (8, 16, 16), (16, 16, 16)]  # T x H x W tokens (patch 1); full bf16 at 4096 tokens: ~4 GB
@@ -119,7 +119,7 @@ def training_step(model: Denoiser, grid, dtype: str, batch: int = 2, channels: i
     def step():
         model.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
-            loss = model.loss(x, cond, sigma=sigma, noise=noise)
+            loss = model.loss(Batch(x, cond, sigma=sigma, noise=noise))
         loss.backward()
     return step
 

@@ -10,7 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nano_videodiff.video_io import save_gif, video_grid  # noqa: E402
+from nano_videodiff.evaluation.video_io import save_gif, video_grid  # noqa: E402
 from toy_data.physion import SCENARIOS, generate_clip  # noqa: E402
 
 for scenario in SCENARIOS:

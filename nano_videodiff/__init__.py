@@ -1,22 +1,20 @@
 """nano-videodiff: a minimal, tested reference implementation of video diffusion transformers.
 
-One module per idea (see README.md):
+One module per idea (see README.md). The diffusion ideas sit at the top of the package:
 
-- ``edm``          EDM preconditioning with Snap Video's input scaling ``sigma_in``; SNR helpers; the loss.
+- ``edm``          EDM's denoiser D with Snap Video's input scaling ``sigma_in``; given content in D; the loss.
 - ``sampler``      EDM's Heun/Euler sampler (Alg. 1 and 2) with guidance and a state hook.
+- ``masking``      VDT's task masks and training mixture: which positions are given.
 - ``modality``     images as infinite-fps videos, variable frame rate, joint image+video batches (Snap Video).
-- ``masking``      VDT's task masks, the training mixture, and the one place a mask is applied.
-- ``vdt``          VDT's space-time transformer (three ways to condition on given frames).
-- ``fit``          Snap Video's FIT: patch groups, latent tokens, read/compute/write, self-conditioning.
-- ``window_attention``, ``walt``  W.A.L.T's spatial/spatiotemporal windows, identity mask, AdaLN-LoRA.
-- ``causal_vae``, ``latent``      W.A.L.T's causal 3D autoencoder; latent diffusion through train.py.
-- ``unet``, ``temporal_alignment``  an ADM-style image U-Net; Video LDM's temporal layers and alpha.
-- ``distributed``  DDP / FSDP2, activation checkpointing, accumulation, precision, full checkpoints.
-- ``layers``       attention, MLP, adaLN modulation, embeddings, patchify: shared by the backbones.
-- ``conditioning`` the ``Cond`` dataclass every backbone receives.
-- ``metrics``, ``physics_eval``  PSNR/SSIM/MSE, object trajectories and contact; model vs baselines.
-- ``config``, ``presets``, ``paper_configs``, ``models``, ``batches``, ``generation``, ``previews``,
-  ``checkpoint``, ``video_io``, ``lamb``: the plumbing that train.py and sample.py are built from.
+- ``latent``       latent diffusion on W.A.L.T's causal autoencoder: shapes, given frames, stage-1 weights.
+- ``generation``   sampling videos (with given content, guidance, latents) from a trained denoiser.
+- ``conditioning`` ``Cond``, what a backbone is given, and ``Batch``, what a training step is given.
+- ``models``       the denoiser around the backbone a config names; loading a trained checkpoint.
+- ``hardware``, ``shipped``  the device and precision choice; the shipped checkpoints and their checks.
+
+``backbones/`` holds the networks F (VDT, FIT, W.A.L.T, U-Net, Video LDM, the causal autoencoder) and their
+registry; ``training/`` what train.py is built from (config, presets, batches, objectives, optimizer,
+distributed, checkpoints, previews); ``evaluation/`` metrics, the physics evaluation and video files.
 """
 
 __version__ = "0.1.0"

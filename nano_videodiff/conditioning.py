@@ -1,6 +1,7 @@
-"""The conditioning a backbone receives besides the noisy video and the noise level.
+"""What a model is given: ``Cond``, a backbone's conditioning besides the noisy video and the noise level,
+and ``Batch``, everything one training step of any model sees (``loss = model.loss(batch)``).
 
-Every backbone is called as ``backbone(x, c_noise, cond)`` (the contract is written in ``models.py``), and
+Every backbone is called as ``backbone(x, c_noise, cond)`` (the contract is written in ``backbone.py``), and
 ``cond`` is this small dataclass. A backbone reads the fields it knows and ignores the rest; fields left
 ``None`` mean "not given". Adding a field later (e.g. for a new backbone) does not break the others.
 
@@ -76,3 +77,24 @@ class Cond:
         moved = {f.name: (v.to(device) if torch.is_tensor(v) else v)
                  for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
         return Cond(**moved)
+
+
+@dataclass
+class Batch:
+    """One training batch, by name: what ``train.py`` hands to ``model.loss(batch)`` for every model.
+
+    x:              (B, T, C, H, W) clean videos in data units: pixels, or normalised latents (latent.py).
+    cond:           their conditioning (labels after dropout, frame intervals, given content, image flags).
+    sigma:          (B,) noise levels, EDM's ln(sigma) ~ N(P_mean, P_std^2); None = the loss draws them.
+    noise:          (B, T, C, H, W) unit Gaussian noise; None = the loss draws it.
+    self_cond_draw: (B,) uniform numbers in [0, 1), one per sample: which samples RIN's latent
+                    self-conditioning uses (edm.Denoiser.loss); None = the loss draws them.
+    The trainer draws sigma, noise and self_cond_draw from its per-step generator (batches.py), so a
+    resumed run and a DDP run see exactly the numbers a single uninterrupted run sees.
+    """
+
+    x: torch.Tensor
+    cond: Cond = dataclasses.field(default_factory=Cond)
+    sigma: Optional[torch.Tensor] = None
+    noise: Optional[torch.Tensor] = None
+    self_cond_draw: Optional[torch.Tensor] = None

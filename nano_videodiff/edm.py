@@ -38,8 +38,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .conditioning import Cond
-from . import masking
+from .conditioning import Batch, Cond
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,6 +143,74 @@ def effective_snr(sigma, sigma_data: float, num_frames: int, s: float, sigma_in:
 
 
 # ----------------------------------------------------------------------------------------------
+# Given content in D (VDT's mask modeling under EDM preconditioning; masking.py says *which* positions)
+# ----------------------------------------------------------------------------------------------
+#
+# Everything that *uses* a ``known`` mask is here, so that D reads in one place:
+#   1. known content goes into the network clean, at the scale it would have at sigma = 0;
+#   2. the network is told which positions are known (backbones read ``cond.known``);
+#   3. D returns the known content exactly (so the sampler gives it back bit-exactly);
+#   4. the loss averages over generated positions only.
+#
+# How this relates to VDT's formula under EDM preconditioning: VDT (DDPM, unit-variance x_t) feeds
+# ``x_start`` at data scale where mask = 0. Our network input is ``c_in(sigma) * x_sigma`` with
+# ``x_sigma = x / sigma_in + sigma * eps``. Putting the clean ``x / sigma_in`` in at the current
+# c_in(sigma) would shrink the context like 1/sigma (invisible at sigma = 80), so we use the sigma -> 0
+# limit: ``c_in(0) * x / sigma_in = x / sigma_data``, unit variance at every noise level, exactly as
+# the noisy positions are. Loss: VDT divides the masked squared error by *all* positions, so its loss
+# scale moves with the mask ratio; we divide by the number of generated positions.
+
+def _known_of(cond: Optional[Cond], like: torch.Tensor) -> Optional[torch.Tensor]:
+    """The cond's ``known`` mask broadcast to ``like`` (B, T, C, H, W), or None; checks its content."""
+    known = cond.known if cond is not None else None
+    if known is None:
+        return None
+    if known.dtype != torch.bool:
+        raise TypeError(f"cond.known must be a bool tensor, got {known.dtype}")
+    try:
+        known = known.to(like.device).expand_as(like)
+    except RuntimeError:
+        raise ValueError(f"cond.known of shape {tuple(cond.known.shape)} does not broadcast to the video "
+                         f"shape {tuple(like.shape)}; it should be (B, T, 1, H, W)") from None
+    if cond.known_x is None:
+        raise ValueError("cond.known is set but cond.known_x (the clean content) is missing")
+    if cond.known_x.shape != like.shape:
+        raise ValueError(f"cond.known_x has shape {tuple(cond.known_x.shape)}, expected {tuple(like.shape)}: "
+                         "the context must have the model's resolution and channel count")
+    return known
+
+
+def network_input(net_in: torch.Tensor, cond: Optional[Cond], sigma_data: float) -> torch.Tensor:
+    """Replace known positions of ``c_in * x_sigma`` by the clean content at unit scale, ``x / sigma_data``."""
+    known = _known_of(cond, net_in)
+    if known is None:
+        return net_in
+    return torch.where(known, cond.known_x.to(net_in) / sigma_data, net_in)
+
+
+def paste_known(x0: torch.Tensor, cond: Optional[Cond]) -> torch.Tensor:
+    """``where(known, known_x, x0)``: given content comes back exactly (and gets no gradient)."""
+    known = _known_of(cond, x0)
+    if known is None:
+        return x0
+    return torch.where(known, cond.known_x.to(x0.dtype), x0)
+
+
+def mean_over_generated(per_position: torch.Tensor, cond: Optional[Cond]) -> torch.Tensor:
+    """Per-sample mean of ``per_position`` (B, T, C, H, W) over generated positions only.
+
+    Normalised by the number of generated positions, so a constant per-position error gives the same
+    loss whatever the mask ratio. A sample with nothing to generate contributes 0.
+    """
+    known = _known_of(cond, per_position)
+    if known is None:
+        return per_position.flatten(1).mean(1)
+    generated = (~known).flatten(1).to(per_position.dtype)
+    total = (per_position.flatten(1) * generated).sum(1)
+    return total / generated.sum(1).clamp(min=1.0)
+
+
+# ----------------------------------------------------------------------------------------------
 # The denoiser D and its loss
 # ----------------------------------------------------------------------------------------------
 
@@ -156,74 +223,88 @@ def _per_sample(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class Denoiser(nn.Module):
-    """Wraps any backbone ``F(x, c_noise, cond)`` into ``D(x_sigma, sigma, cond) -> x0_hat`` (data units).
+    """EDM Eq. 7 with Snap Video's scaling: ``D(x_sigma, sigma, cond) = c_skip x_sigma + c_out F(c_in x_sigma)``.
 
-    The backbone sees ``c_in * x_sigma`` (unit variance) and ``c_noise``; it never sees sigma itself.
-    A backbone may return ``out`` or ``(out, state)``; the state (e.g. FIT latents) is handed back as
-    ``(x0, state)`` (by default whenever there is one; ``return_state=False`` forces a plain tensor), so the
-    sampler carries it to the next step (RIN's latent self-conditioning at inference).
+    Wraps any backbone (backbone.py: ``F(x, c_noise, cond) -> (out, state)``) and returns x0_hat in data
+    units. The backbone sees ``c_in * x_sigma`` (unit variance), with known content put in clean, and
+    ``c_noise``; it never sees sigma itself.
+
+    self_condition_prob: RIN's latent self-conditioning rate in training (Snap Video uses 0.9 for FIT);
+        needs a backbone whose ``state`` is its latents. 0 = off.
+    autoencoder: latent diffusion's frozen stage-1 model (W.A.L.T Sec. 3, latent.py), or None for pixel
+        diffusion. D works on its normalised latents; ``generation.generate`` decodes with it. Its weights
+        are saved with the denoiser's (``autoencoder.*``), so a checkpoint samples on its own.
     """
 
     def __init__(self, backbone: nn.Module, sigma_data: float = 0.5, sigma_in: float = 1.0,
-                 P_mean: float = -1.2, P_std: float = 1.2):
+                 P_mean: float = -1.2, P_std: float = 1.2, self_condition_prob: float = 0.0,
+                 autoencoder: Optional[nn.Module] = None):
         super().__init__()
+        if not 0.0 <= self_condition_prob <= 1.0:
+            raise ValueError(f"self_condition_prob must be in [0, 1], got {self_condition_prob}")
         self.backbone = backbone
         self.sigma_data = float(sigma_data)  # std of the data, in data units
         self.sigma_in = float(sigma_in)      # Snap Video's input scaling; 1 = plain EDM
         self.P_mean, self.P_std = float(P_mean), float(P_std)  # training ln(sigma) ~ N(P_mean, P_std^2)
+        self.self_condition_prob = float(self_condition_prob)
+        self.autoencoder = autoencoder
 
-    def forward(self, x_sigma: torch.Tensor, sigma: torch.Tensor, cond: Optional[Cond] = None,
-                return_state: Optional[bool] = None):
-        cond = cond if cond is not None else Cond()
+    def forward(self, x_sigma: torch.Tensor, sigma: torch.Tensor, cond: Optional[Cond] = None) -> torch.Tensor:
+        """D(x_sigma; sigma): the clean estimate x0_hat (B, T, C, H, W) in data units."""
+        return self.forward_with_state(x_sigma, sigma, cond)[0]
+
+    def forward_with_state(self, x_sigma: torch.Tensor, sigma: torch.Tensor, cond: Optional[Cond] = None):
+        """``(D(x_sigma; sigma), state)``: the backbone's state too (FIT's latents, else None).
+
+        The sampler calls this and hands the state to the next step as ``cond.self_cond`` (RIN).
+        """
         x_sigma = x_sigma.float()
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x_sigma.device).expand(x_sigma.shape[0])
         c_skip, c_out, c_in, c_noise = (_per_sample(c, x_sigma) for c in
                                         preconditioning(sigma, self.sigma_data, self.sigma_in))
-        net_in = c_in * x_sigma
         # Known (clean) content enters the network at the scale it would have at sigma = 0,
-        # c_in(0) * x / sigma_in = x / sigma_data: unit variance, whatever the noise level (masking.py).
-        net_in = masking.network_input(net_in, cond, self.sigma_data)
-        out = self.backbone(net_in, c_noise.flatten(), cond)
-        out, state = out if isinstance(out, tuple) else (out, None)
+        # c_in(0) * x / sigma_in = x / sigma_data: unit variance, whatever the noise level.
+        net_in = network_input(c_in * x_sigma, cond, self.sigma_data)
+        out, state = self.backbone(net_in, c_noise.flatten(), cond if cond is not None else Cond())
         with torch.autocast(device_type=x_sigma.device.type, enabled=False):
             x0 = c_skip * x_sigma + c_out * out.float()
-        x0 = masking.paste_known(x0, cond)  # known content comes back exactly
-        if return_state is None:  # default: hand the state on when the backbone has one (sampler hook)
-            return_state = state is not None
-        return (x0, state) if return_state else x0
+        return paste_known(x0, cond), state  # known content comes back exactly
 
-    def loss(self, x: torch.Tensor, cond: Optional[Cond] = None, sigma: Optional[torch.Tensor] = None,
-             noise: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
-             self_cond_draw: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def loss(self, batch: Batch, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Mean over the batch of ``lambda(sigma) * mean over generated positions of (D(x_sigma) - x)^2``.
 
         EDM sums over pixels; we average, so the loss scale does not depend on the video size, nor (with
-        masks) on how many positions are generated. ``sigma`` and ``noise`` may be passed for exact
-        reproducibility (the trainer draws them from a per-step generator); otherwise they are drawn here.
+        masks) on how many positions are generated. ``batch.sigma`` and ``batch.noise`` are the trainer's
+        draws from its per-step generator (exact reproducibility); left None, they are drawn here.
 
-        Latent self-conditioning (RIN, used by FIT): if the backbone has ``self_condition_prob = p > 0``, a
-        first pass without gradient gives latents, which a second pass receives as ``cond.self_cond`` for a
-        fraction p of the samples (zeros, i.e. "no previous latents", for the rest). ``self_cond_draw``
-        (B,) uniform numbers choose which samples; drawn here if not given.
+        Latent self-conditioning (RIN, used by FIT): with ``self_condition_prob = p > 0``, a first pass
+        without gradient gives latents, which a second pass receives as ``cond.self_cond`` for a fraction p
+        of the samples (zeros, i.e. "no previous latents", for the rest). ``batch.self_cond_draw`` (B,)
+        uniform numbers choose which samples; drawn here if not given.
         """
+        x, cond = batch.x, batch.cond
         if not torch.isfinite(x).all():
             raise ValueError("training batch contains NaN or Inf; check the data pipeline")
         x = x.float()
+        sigma = batch.sigma
         if sigma is None:
             sigma = sample_training_sigma(x.shape[0], self.P_mean, self.P_std, generator, x.device)
+        noise = batch.noise
         if noise is None:
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x_sigma = add_noise(x, noise, sigma, self.sigma_in)
-        p = getattr(self.backbone, "self_condition_prob", 0.0)
+        p = self.self_condition_prob
         if p > 0 and self.training:
-            if self_cond_draw is None:
-                self_cond_draw = torch.rand(x.shape[0], generator=generator, device=x.device)
+            draw = batch.self_cond_draw
+            if draw is None:
+                draw = torch.rand(x.shape[0], generator=generator, device=x.device)
             with torch.no_grad():
-                _, latents = self(x_sigma, sigma, cond, return_state=True)
-            use = (self_cond_draw.to(x.device) < p).to(latents.dtype)
-            cond = (cond if cond is not None else Cond()).replace(
-                self_cond=latents.detach() * use.reshape(-1, *([1] * (latents.ndim - 1))))
-        x0 = self(x_sigma, sigma, cond, return_state=False)
-        per_position = (x0 - x) ** 2
-        per_sample = masking.mean_over_generated(per_position, cond)
+                _, latents = self.forward_with_state(x_sigma, sigma, cond)
+            if latents is None:
+                raise ValueError(f"self_condition_prob={p} needs a backbone that returns its latents as state "
+                                 f"(FIT); {type(self.backbone).__name__} returns none")
+            use = (draw.to(x.device) < p).to(latents.dtype)
+            cond = cond.replace(self_cond=latents.detach() * use.reshape(-1, *([1] * (latents.ndim - 1))))
+        x0 = self(x_sigma, sigma, cond)
+        per_sample = mean_over_generated((x0 - x) ** 2, cond)
         return (loss_weight(sigma, self.sigma_data).to(x.device) * per_sample).mean()

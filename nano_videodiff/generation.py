@@ -39,7 +39,7 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
                          "masked model, or cfg_scale=1")
     if cfg_scale != 1.0 and guidance == "context" and known is None:
         raise ValueError("context guidance needs given content (a task other than 'generate')")
-    vae = getattr(model, "autoencoder", None)  # latent diffusion (latent.py): sample latents, then decode
+    vae = model.autoencoder  # latent diffusion (latent.py): sample latents, then decode; None = pixels
     pixel_known, pixel_known_x = known, known_x
     if vae is not None:
         d = latent.latent_data_config(cfg)
@@ -63,7 +63,7 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
                     known=take(known), known_x=take(known_x))
         uncond = cond.replace(known=None, known_x=None) if guidance == "context" else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
-            videos = sample(model, noise[part].to(device), sigmas, cond, solver=solver or diff.solver,
+            videos = sample(model.forward_with_state, noise[part].to(device), sigmas, cond, solver=solver or diff.solver,
                             S_churn=S_churn, sigma_in=model.sigma_in, cfg_scale=cfg_scale, uncond=uncond,
                             generator=churn_gen, progress=progress)
         if vae is not None:

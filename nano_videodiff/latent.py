@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from .causal_vae import CausalVAE, latent_frames
-from .checkpoint import load_checkpoint, load_model_state
+from .backbones.causal_vae import CausalVAE, latent_frames
+from .training.checkpoint import load_checkpoint, load_model_state
 
 VAE_FIELDS = ("vae_channels", "vae_channel_mult", "vae_latent_channels", "vae_spatial_down",
               "vae_temporal_down")

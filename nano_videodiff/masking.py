@@ -20,6 +20,9 @@ True where content is given, so ``known = 1 - mask`` and VDT's input is
 ``torch.where(known, x_clean, x_noisy)``. Every generator below returns such a tensor and takes an
 explicit ``torch.Generator`` (CPU) where it is random, so masks are reproducible. Unlike VDT, our
 ``MaskMixture`` draws the task per *sample* in the batch rather than once per batch.
+
+This module answers only "which positions are given". How given content enters the denoiser D (clean, at
+unit scale), comes back out of it exactly, and is left out of the loss is in ``edm.py``, next to ``Denoiser``.
 """
 from __future__ import annotations
 
@@ -259,69 +262,3 @@ def mixture_from_config(task_cfg, num_frames: int) -> Optional[MaskMixture]:
         raise ValueError(f"unknown masking {name!r}; use none, vdt or one of {', '.join(TASKS)}")
     return MaskMixture(probs={name: 1.0}, task_kwargs={name: kwargs[name]} if name in kwargs else {})
 
-
-# --- Applying a mask (training loss and sampling) ---
-#
-# Everything that *uses* a ``known`` mask is here, so the rule is written once:
-#   1. known content goes into the network clean, at the scale it would have at sigma = 0;
-#   2. the network is told which positions are known (backbones read ``cond.known``);
-#   3. D returns the known content exactly (so the sampler gives it back bit-exactly);
-#   4. the loss averages over generated positions only.
-#
-# How this relates to VDT's formula under EDM preconditioning: VDT (DDPM, unit-variance x_t) feeds
-# ``x_start`` at data scale where mask = 0. Our network input is ``c_in(sigma) * x_sigma`` with
-# ``x_sigma = x / sigma_in + sigma * eps``. Putting the clean ``x / sigma_in`` in at the current
-# c_in(sigma) would shrink the context like 1/sigma (invisible at sigma = 80), so we use the sigma -> 0
-# limit: ``c_in(0) * x / sigma_in = x / sigma_data``, unit variance at every noise level, exactly as
-# the noisy positions are. Loss: VDT divides the masked squared error by *all* positions, so its loss
-# scale moves with the mask ratio; we divide by the number of generated positions.
-
-
-def _known_of(cond, like: torch.Tensor) -> Optional[torch.Tensor]:
-    """The cond's ``known`` mask broadcast to ``like`` (B, T, C, H, W), or None; checks its content."""
-    known = getattr(cond, "known", None) if cond is not None else None
-    if known is None:
-        return None
-    if known.dtype != torch.bool:
-        raise TypeError(f"cond.known must be a bool tensor, got {known.dtype}")
-    try:
-        known = known.to(like.device).expand_as(like)
-    except RuntimeError:
-        raise ValueError(f"cond.known of shape {tuple(cond.known.shape)} does not broadcast to the video "
-                         f"shape {tuple(like.shape)}; it should be (B, T, 1, H, W)") from None
-    if cond.known_x is None:
-        raise ValueError("cond.known is set but cond.known_x (the clean content) is missing")
-    if cond.known_x.shape != like.shape:
-        raise ValueError(f"cond.known_x has shape {tuple(cond.known_x.shape)}, expected {tuple(like.shape)}: "
-                         "the context must have the model's resolution and channel count")
-    return known
-
-
-def network_input(net_in: torch.Tensor, cond, sigma_data: float) -> torch.Tensor:
-    """Replace known positions of ``c_in * x_sigma`` by the clean content at unit scale, ``x / sigma_data``."""
-    known = _known_of(cond, net_in)
-    if known is None:
-        return net_in
-    return torch.where(known, cond.known_x.to(net_in) / sigma_data, net_in)
-
-
-def paste_known(x0: torch.Tensor, cond) -> torch.Tensor:
-    """``where(known, known_x, x0)``: given content comes back exactly (and gets no gradient)."""
-    known = _known_of(cond, x0)
-    if known is None:
-        return x0
-    return torch.where(known, cond.known_x.to(x0.dtype), x0)
-
-
-def mean_over_generated(per_position: torch.Tensor, cond) -> torch.Tensor:
-    """Per-sample mean of ``per_position`` (B, T, C, H, W) over generated positions only.
-
-    Normalised by the number of generated positions, so a constant per-position error gives the same
-    loss whatever the mask ratio. A sample with nothing to generate contributes 0.
-    """
-    known = _known_of(cond, per_position)
-    if known is None:
-        return per_position.flatten(1).mean(1)
-    generated = (~known).flatten(1).to(per_position.dtype)
-    total = (per_position.flatten(1) * generated).sum(1)
-    return total / generated.sum(1).clamp(min=1.0)

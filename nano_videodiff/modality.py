@@ -49,7 +49,7 @@ How a trainer uses this module
     clips = get_batch(video_ds, indices[:n_vid])             # (n_vid, L, C, H, W) at the dataset's fps
     video, interval, _ = variable_frame_rate(clips["video"], T, 1 / clips["frame_interval"], max_stride, g)
     batch = joint_batch(video, interval, images.sample(n_img, g), image_fraction, g)
-    loss = denoiser.loss(batch["video"], Cond(frame_interval=batch["frame_interval"]))
+    loss = denoiser.loss(Batch(batch["video"], Cond(frame_interval=batch["frame_interval"])))
 
 The denoiser keeps one ``sigma_in`` for both modalities: that is the point of the construction.
 """

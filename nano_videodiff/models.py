@@ -1,51 +1,23 @@
-"""Build a model from a config: the backbone registry and the EDM/Snap Video denoiser around it.
+"""A model from a config: EDM's denoiser D (Eq. 7, edm.py) around the backbone the registry names.
 
-The backbone contract
----------------------
-Every class registered in ``BACKBONES`` is an ``nn.Module`` that the ``edm.Denoiser`` calls as
-
-    out = backbone(x, c_noise, cond)
-
-- ``x``: (B, T, C, H, W), the noisy video already multiplied by ``c_in(sigma)``, so of unit variance.
-- ``c_noise``: (B,), ``ln(sigma) / 4`` (EDM Table 1); a backbone never sees ``sigma`` itself.
-- ``cond``: a ``conditioning.Cond`` (labels, frame interval, known mask and content, sampler state,
-  image flags). A backbone reads the fields it uses and ignores the others.
-- ``out``: the network output F with ``out.shape == x.shape``; a backbone that hands state on to the
-  next sampler step (FIT's latents for self-conditioning) returns ``(out, state)`` instead.
-- ``from_config(model_cfg, data_cfg)`` builds it from the config sections (``config.py``).
-
-The tensor conventions that ``cond`` and the data follow are written in ``conditioning.py``.
+``build_denoiser(cfg)`` for diffusion (with its frozen autoencoder for latent diffusion), ``build_autoencoder``
+for W.A.L.T's stage 1, ``load_model(path)`` for a trained checkpoint. The registry itself (name -> backbone
+class) is ``backbones/__init__.py``; what train.py trains is ``training/objectives.py``.
 """
 from __future__ import annotations
 
-import importlib
-
 from torch import nn
 
+from .backbones import SELF_CONDITIONING, backbone_class, is_autoencoder
 from .edm import Denoiser, input_scale
 from .latent import build_frozen_autoencoder, latent_data_config, uses_latents
-
-# backbone name -> "module:Class"; the class has ``from_config(model_cfg, data_cfg)``. New backbones
-# register here. Imported on first use, so one backbone's module never slows down another's start.
-BACKBONES = {
-    "vdt": "vdt:VDT",                                # VDT (Lu et al. 2024), vdt.py
-    "fit": "fit:FIT",                                # Snap Video's FIT (Menapace et al. 2024), fit.py
-    "walt": "walt:WALT",                             # W.A.L.T's window-attention transformer, walt.py
-    "unet": "unet:UNet",                             # ADM-style image U-Net applied per frame, unet.py
-    "videoldm": "temporal_alignment:VideoLDM",       # Video LDM: U-Net + temporal layers, temporal_alignment.py
-}
-
-
-def backbone_class(name: str):
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(BACKBONES))}")
-    module, cls = BACKBONES[name].split(":")
-    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+from .training.checkpoint import load_checkpoint, load_model_state
+from .training.config import Config
 
 
 def build_backbone(cfg) -> nn.Module:
     """The backbone for the tensors it will see: pixels, or latents with ``--autoencoder`` (latent.py)."""
-    if cfg.model.backbone == "causal_vae":
+    if is_autoencoder(cfg):
         raise ValueError("causal_vae is an autoencoder, not a diffusion backbone: train.py trains it with a "
                          "reconstruction loss; use it for diffusion through --autoencoder=<its ckpt.pt>")
     return backbone_class(cfg.model.backbone).from_config(cfg.model, latent_data_config(cfg))
@@ -62,18 +34,32 @@ def resolved_sigma_in(cfg) -> float:
 def build_denoiser(cfg) -> Denoiser:
     """EDM's denoiser around the backbone; for latent diffusion it also holds the frozen autoencoder."""
     d = cfg.diffusion
-    denoiser = Denoiser(build_backbone(cfg), sigma_data=d.sigma_data, sigma_in=resolved_sigma_in(cfg),
-                        P_mean=d.P_mean, P_std=d.P_std)
-    if uses_latents(cfg):
-        denoiser.autoencoder = build_frozen_autoencoder(cfg)  # weights: train.py loads them (latent.py)
-    return denoiser
+    self_cond = cfg.model.fit_self_cond_prob if cfg.model.backbone in SELF_CONDITIONING else 0.0
+    autoencoder = build_frozen_autoencoder(cfg) if uses_latents(cfg) else None  # weights: latent.py loads them
+    return Denoiser(build_backbone(cfg), sigma_data=d.sigma_data, sigma_in=resolved_sigma_in(cfg),
+                    P_mean=d.P_mean, P_std=d.P_std,
+                    self_condition_prob=self_cond, autoencoder=autoencoder)
 
 
 def build_autoencoder(cfg) -> nn.Module:
     """Stage 1 of latent diffusion (W.A.L.T Sec. 4.1): ``--backbone=causal_vae`` trains this."""
-    from .causal_vae import CausalVAE
+    from .backbones.causal_vae import CausalVAE
     return CausalVAE.from_config(cfg.model, cfg.data)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def load_model(ckpt_path, use_ema: bool = True, device="cpu"):
+    """(the denoiser of a train.py checkpoint with its (EMA) weights, in eval mode, its Config): rebuilt from the
+    config saved in the file. ``sample.py``, the evaluation and the tutorials load trained models this way."""
+    ckpt = load_checkpoint(ckpt_path)
+    which = "ema" if use_ema else "model"
+    if "config" not in ckpt or which not in ckpt:
+        shipped = "" if use_ema else " (a shipped checkpoint holds only the EMA weights: drop --use_ema=false)"
+        raise ValueError(f"{ckpt_path} is not a nano-videodiff checkpoint with config and {which} weights{shipped}")
+    cfg = Config.from_dict(ckpt["config"])
+    model = build_denoiser(cfg)
+    load_model_state(model, ckpt[which], "EMA" if use_ema else "model")
+    return model.to(device).eval(), cfg

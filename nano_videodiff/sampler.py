@@ -3,10 +3,10 @@
 References: Karras et al. 2022 (EDM) Eq. 5, Algorithm 1 (deterministic Heun) and Algorithm 2
 (stochastic "churn"); Snap Video Sec. 3.2 (sampling with ``sigma_in``) and Sec. 3.6 (guidance).
 
-The sampler knows nothing about networks. It takes any callable ``denoise(x, sigma, cond) -> x0_hat``
-(``sigma`` of shape (B,)), so it can be tested with the analytic optimal denoiser of Gaussian data and
-reused by every backbone. A denoiser may also return ``(x0_hat, state)``: the state is put into
-``cond.self_cond`` for its next call (FIT's latent self-conditioning carries latents this way).
+The sampler knows nothing about networks. It takes any callable ``denoise(x, sigma, cond) -> (x0_hat,
+state)`` (``sigma`` of shape (B,)), e.g. ``Denoiser.forward_with_state``, so it can be tested with the
+analytic optimal denoiser of Gaussian data (state None) and reused by every backbone. The state is put into
+``cond.self_cond`` for the next call (FIT's latent self-conditioning carries latents this way; None = none).
 
 With Snap Video's input scaling the ODE runs on the scaled variable ``y = x / sigma_in + sigma eps``.
 The denoiser returns x0 in data units, so the ODE uses ``D / sigma_in`` and the final y (at sigma = 0,
@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .conditioning import Cond
-from . import masking
+from .edm import paste_known
 
 
 def edm_sigmas(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
@@ -60,9 +60,8 @@ class _GuidedDenoiser:
             self.uncond = uncond if uncond is not None else cond.unconditional()
 
     def _call(self, x, sigma, cond):
-        out = self.denoise(x, sigma, cond)
-        if isinstance(out, tuple):  # (x0, state): carry the state into the next call
-            out, state = out
+        out, state = self.denoise(x, sigma, cond)
+        if state is not None:  # carry the state into the next call (RIN self-conditioning)
             cond = (cond if cond is not None else Cond()).replace(self_cond=state)
         return out.float(), cond
 
@@ -84,7 +83,7 @@ def sample(denoise: Callable, noise: torch.Tensor, sigmas: torch.Tensor, cond: O
            progress: bool = False, return_nfe: bool = False):
     """Integrate the probability-flow ODE from ``noise * sigmas[0]`` down to sigma = 0.
 
-    denoise:   callable (x, sigma (B,), cond) -> x0 in data units, or (x0, state).
+    denoise:   callable (x, sigma (B,), cond) -> (x0 in data units, state or None).
     noise:     unit Gaussian of the output shape; scaled by sigmas[0] here, as in EDM's sampler.
     sigmas:    decreasing noise levels ending in 0, e.g. ``edm_sigmas(N)``: N steps.
     solver:    "heun" (2N-1 denoiser calls; the last step, to sigma = 0, is Euler) or "euler" (N calls).
@@ -121,5 +120,5 @@ def sample(denoise: Callable, noise: torch.Tensor, sigmas: torch.Tensor, cond: O
             d_next = (x_next - den(x_next, s_next) / sigma_in) / s_next
             x_next = x + (s_next - s_hat) * 0.5 * (d + d_next)
         x = x_next
-    result = masking.paste_known(x * sigma_in, cond)
+    result = paste_known(x * sigma_in, cond)
     return (result, den.calls) if return_nfe else result

@@ -29,13 +29,13 @@ import torch
 
 import toy_data
 from . import latent, masking
-from .checkpoint import export_weights, load_checkpoint, load_model_state
-from .conditioning import Cond
-from .config import Config
+from .training.checkpoint import export_weights, load_checkpoint, load_model_state
+from .conditioning import Batch, Cond
+from .training.config import Config
 from .edm import sample_training_sigma
-from .metrics import psnr
+from .evaluation.metrics import psnr
 
-from .presets import CHECKPOINTS  # the one place that names the folder
+from .training.presets import CHECKPOINTS  # the one place that names the folder
 
 ROOT = CHECKPOINTS.parent
 MANIFEST = CHECKPOINTS / "manifest.json"
@@ -51,16 +51,12 @@ def read_manifest(path: Path = MANIFEST) -> Dict[str, dict]:
 def load_shipped(path):
     """(the model with the file's EMA weights in float32, its Config), rebuilt from the config inside the file:
     a denoiser, or for a stage-1 checkpoint (``--backbone=causal_vae``) the autoencoder."""
-    from .models import build_autoencoder, build_denoiser
+    from .training.objectives import build_objective
     ckpt = load_checkpoint(path)
     cfg = Config.from_dict(ckpt["config"])
-    model = build_autoencoder(cfg) if is_autoencoder(cfg) else build_denoiser(cfg)
+    model = build_objective(cfg).model
     load_model_state(model, ckpt["ema"], f"EMA weights of {path}")
     return model.eval(), cfg
-
-
-def is_autoencoder(cfg: Config) -> bool:
-    return cfg.model.backbone == "causal_vae"
 
 
 @torch.no_grad()
@@ -91,13 +87,13 @@ def held_out_loss(model, cfg: Config, num_clips: int = CHECK_CLIPS, seed: int = 
     if mixture is not None:
         known, _ = mixture.sample(len(x), *x.shape[1:2], *x.shape[3:], generator=g)
         cond = cond.replace(known=known, known_x=x)
-    return float(model.loss(x, cond, sigma=sigma, noise=noise))
+    return float(model.loss(Batch(x, cond, sigma=sigma, noise=noise)))
 
 
 @torch.no_grad()
 def prediction_psnr(model, cfg: Config, num_clips: int = CHECK_PREDICTIONS, steps: int = CHECK_STEPS) -> float:
     """Mean PSNR (dB) of the predicted frames of the first held-out clips (seed 0, ``steps`` Heun steps)."""
-    from .physics_eval import context_length, held_out_clips, predict_future
+    from .evaluation.physics_eval import context_length, held_out_clips, predict_future
     clips = held_out_clips(cfg, num_clips)
     k = context_length(cfg)
     labels = clips["labels"].long() if cfg.data.num_classes > 0 else None
@@ -107,6 +103,7 @@ def prediction_psnr(model, cfg: Config, num_clips: int = CHECK_PREDICTIONS, step
 
 def measure_check(model, cfg: Config) -> Dict[str, float]:
     """The numbers the manifest records and the test recomputes."""
+    from .backbones import is_autoencoder
     if is_autoencoder(cfg):
         return {"reconstruction_psnr": reconstruction_psnr(model, cfg)}
     check = {"held_out_loss": held_out_loss(model, cfg)}

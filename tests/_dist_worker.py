@@ -15,10 +15,10 @@ import torch.distributed as dist
 from torch import nn
 
 from helpers import randomise  # tests/ is on sys.path: it is the script's folder, and pytest's rootdir
-from nano_videodiff import distributed as D
-from nano_videodiff.conditioning import Cond
+from nano_videodiff.training import distributed as D
+from nano_videodiff.conditioning import Batch, Cond
 from nano_videodiff.edm import Denoiser
-from nano_videodiff.vdt import VDT
+from nano_videodiff.backbones.vdt import VDT
 
 GLOBAL_BATCH = 4
 MAX_GRAD_NORM = 0.5   # small enough that clipping is active, so the clipped norm is checked too
@@ -38,7 +38,7 @@ class Loss(nn.Module):
         self.denoiser = denoiser
 
     def forward(self, x, cond, sigma, noise):
-        return self.denoiser.loss(x, cond, sigma=sigma, noise=noise)
+        return self.denoiser.loss(Batch(x, cond, sigma=sigma, noise=noise))
 
 
 def build_model(seed=0) -> Denoiser:

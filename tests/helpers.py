@@ -21,7 +21,7 @@ def video(b, t, c, h, w, seed=0):
 
 def small_unet(seed=0, **kw):
     """An image U-Net on 8x8 frames, two levels (8x8 and 4x4), attention at 4x4 (and in the middle block)."""
-    from nano_videodiff.unet import UNet
+    from nano_videodiff.backbones.unet import UNet
     torch.manual_seed(seed)
     cfg = dict(in_channels=3, channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
                image_size=8, heads=2)

@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks import scaling, suite
 from benchmarks.common import Error
-from nano_videodiff.models import BACKBONES
+from nano_videodiff.backbones import BACKBONES
 
 
 @pytest.fixture(scope="module")

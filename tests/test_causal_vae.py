@@ -1,4 +1,4 @@
-"""Tests for W.A.L.T's causal 3D autoencoder (nano_videodiff/causal_vae.py; W.A.L.T Sec. 4.1, MAGVIT-v2)."""
+"""Tests for W.A.L.T's causal 3D autoencoder (nano_videodiff/backbones/causal_vae.py; W.A.L.T Sec. 4.1, MAGVIT-v2)."""
 import math
 
 import pytest
@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from helpers import gen, video
 
-from nano_videodiff.causal_vae import CausalConv3d, CausalVAE, DiagonalGaussian, latent_frames
-from nano_videodiff.config import DataConfig, ModelConfig
+from nano_videodiff.backbones.causal_vae import CausalConv3d, CausalVAE, DiagonalGaussian, latent_frames
+from nano_videodiff.conditioning import Batch, Cond
+from nano_videodiff.training.config import DataConfig, ModelConfig
 from nano_videodiff.modality import image_to_video
 
 
@@ -204,7 +205,7 @@ def test_mixed_image_video_batch_equals_each_sample_alone():
         torch.testing.assert_close(z[b:b + 1], vae.encode(clips[b:b + 1], flag), rtol=0, atol=1e-5)
         torch.testing.assert_close(out[b:b + 1], vae.decode(z[b:b + 1], flag), rtol=0, atol=1e-5)
     assert torch.equal(z[1, 0], z[1, 2]) and not torch.equal(z[0, 0], z[0, 2])
-    loss = vae.loss(clips, generator=gen(0), is_image=is_image)
+    loss = vae.loss(Batch(clips, Cond(is_image=is_image)), generator=gen(0))
     loss.backward()
     grads = [p.grad for p in vae.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -238,7 +239,7 @@ def test_loss_is_mse_plus_weighted_kl_per_element():
     terms = vae.loss_terms(x, generator=gen(3))
     torch.testing.assert_close(terms["reconstruction"], mse)
     torch.testing.assert_close(terms["kl"], kl)
-    torch.testing.assert_close(vae.loss(x, generator=gen(3)), mse + 0.25 * kl)
+    torch.testing.assert_close(vae.loss(Batch(x), generator=gen(3)), mse + 0.25 * kl)
     # per-element means, not sums: the same data twice (or a clip of 3 times the length) is the same KL
     torch.testing.assert_close(vae.loss_terms(torch.cat([x, x]))["kl"], kl)
     still = x[:, :1].expand(-1, 7, -1, -1, -1)  # a still 7-frame clip: 4 identical latent frames...
@@ -283,7 +284,7 @@ def test_a_few_adam_steps_reduce_the_reconstruction_loss():
     with torch.no_grad():
         before = (vae.reconstruct(batch) - batch).abs().mean()
     for step in range(40):
-        loss = vae.loss(batch, generator=gen(step))
+        loss = vae.loss(Batch(batch), generator=gen(step))
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -1,4 +1,4 @@
-"""nano_videodiff/distributed.py: activation checkpointing, checkpoint names and resume across strategies,
+"""nano_videodiff/training/distributed.py: activation checkpointing, checkpoint names and resume across strategies,
 gradient accumulation, precision helpers, and 2-process DDP / FSDP2 on CPU (gloo) against one process."""
 import copy
 import os
@@ -12,11 +12,11 @@ from torch import nn
 
 import _dist_worker as W
 from helpers import randomise
-from nano_videodiff import distributed as D
-from nano_videodiff.checkpoint import load_checkpoint, save_checkpoint
+from nano_videodiff.training import distributed as D
+from nano_videodiff.training.checkpoint import load_checkpoint, save_checkpoint
 from nano_videodiff.edm import Denoiser
-from nano_videodiff.fit import FIT
-from nano_videodiff.vdt import VDTBlock
+from nano_videodiff.backbones.fit import FIT
+from nano_videodiff.backbones.vdt import VDTBlock
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -26,9 +26,8 @@ def tiny_fit():
     """A FIT with dropout (so recomputation must replay the same random masks) and self-conditioning."""
     torch.manual_seed(0)
     fit = FIT(in_channels=3, num_frames=4, height=8, width=8, patch_size=4, dim=32, heads=2, latent_dim=32,
-              latent_heads=2, num_latents=8, group_size=(1, 1), depth=2, global_layers=1, dropout=0.2,
-              self_condition_prob=0.5)
-    return randomise(Denoiser(fit), std=0.1)
+              latent_heads=2, num_latents=8, group_size=(1, 1), depth=2, global_layers=1, dropout=0.2)
+    return randomise(Denoiser(fit, self_condition_prob=0.5), std=0.1)
 
 
 def loss_and_grads(model, batch, seed=0):

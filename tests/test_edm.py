@@ -1,5 +1,5 @@
 """Tests for nano_videodiff.edm: EDM / Snap Video preconditioning, the SNR argument, the denoiser and its loss,
-and how the denoiser applies a ``known`` mask (masking.network_input / paste_known / mean_over_generated).
+and how the denoiser applies a ``known`` mask (edm.network_input / paste_known / mean_over_generated).
 
 Every expected value is written here from the paper formulas (EDM Table 1, Snap Video Table 1 and Sec. 3.2),
 never computed with the module's own helpers.
@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from nano_videodiff import edm, masking
-from nano_videodiff.conditioning import Cond
+from nano_videodiff import edm
+from nano_videodiff.conditioning import Batch, Cond
 from nano_videodiff.edm import Denoiser
 
 SIGMAS = [0.002, 0.01, 0.1, 0.3, 0.5, 1.0, 2.0, 5.0, 20.0, 80.0]
@@ -249,7 +249,7 @@ def test_effective_snr_undone_by_sigma_in(T_, s_):
 
 class ZeroNet(nn.Module):
     def forward(self, x, c_noise, cond):
-        return torch.zeros_like(x)
+        return torch.zeros_like(x), None  # the backbone contract: (out, state)
 
 
 class Recorder(nn.Module):
@@ -263,7 +263,7 @@ class Recorder(nn.Module):
     def forward(self, x, c_noise, cond):
         self.seen.append((x.detach().clone(), c_noise.detach().clone(), cond))
         out = torch.zeros_like(x) if self.out is None else self.out
-        return (out, self.state) if self.state is not None else out
+        return out, self.state
 
 
 class LinearNet(nn.Module):
@@ -279,7 +279,7 @@ class LinearNet(nn.Module):
     def forward(self, x, c_noise, cond):
         out = self.lin(x + self.alpha * c_noise.reshape(-1, 1, 1, 1, 1))  # bf16 under autocast
         self.last_out = out
-        return out
+        return out, None  # the backbone contract: (out, state)
 
 
 def ref_denoise(net, x_sigma, sigma, sd, si):
@@ -288,7 +288,7 @@ def ref_denoise(net, x_sigma, sigma, sd, si):
     c_in = 1 / torch.sqrt(sd**2 / si**2 + s**2)
     c_skip = si * sd**2 / (si * s**2 + sd**2)
     c_out = si * s * sd * torch.sqrt(s**2 + sd**2) / (sd**2 + si * s**2)
-    F_out = net((c_in * x_sigma.double()).float(), (torch.log(sigma.double()) / 4).float(), Cond())
+    F_out, _ = net((c_in * x_sigma.double()).float(), (torch.log(sigma.double()) / 4).float(), Cond())
     return c_skip * x_sigma.double() + c_out * F_out.double()
 
 
@@ -343,11 +343,12 @@ def test_scalar_sigma_broadcasts_over_batch():
 def test_denoiser_returns_backbone_state():
     x, eps = sample_batch(13)
     den = Denoiser(Recorder(state="latents"))
-    x0, state = den(x + eps, torch.ones(B), return_state=True)
+    x0, state = den.forward_with_state(x + eps, torch.ones(B))  # what the sampler calls: D and the state
     assert state == "latents" and x0.shape == x.shape
-    assert torch.is_tensor(den(x + eps, torch.ones(B), return_state=False))  # forced: just D
-    x0_auto, state_auto = den(x + eps, torch.ones(B))  # default: the state is handed on for the sampler
-    assert state_auto == "latents" and torch.equal(x0_auto, x0)
+    assert torch.is_tensor(den(x + eps, torch.ones(B)))  # forward is just D
+    assert torch.equal(den(x + eps, torch.ones(B)), x0)
+    _, no_state = Denoiser(Recorder()).forward_with_state(x + eps, torch.ones(B))
+    assert no_state is None
     assert torch.is_tensor(Denoiser(Recorder())(x + eps, torch.ones(B)))  # no state: a plain tensor
 
 
@@ -383,7 +384,7 @@ def test_loss_is_hand_computed_lambda_weighted_mean(si):
     sigma = torch.tensor([0.01, 0.2, 1.5, 40.0])
     net = LinearNet(seed=2)
     den = Denoiser(net, sigma_data=sd, sigma_in=si)
-    loss = den.loss(x, sigma=sigma, noise=eps)
+    loss = den.loss(Batch(x, sigma=sigma, noise=eps))
 
     s64 = sigma.double()
     x_sigma = x.double() / si + per_sample(s64) * eps.double()
@@ -403,9 +404,9 @@ def test_loss_is_hand_computed_lambda_weighted_mean(si):
 def test_loss_draws_sigma_and_noise_reproducibly():
     x, _ = sample_batch(16)
     den = Denoiser(LinearNet(seed=3))
-    a = den.loss(x, generator=gen(1))
-    b = den.loss(x, generator=gen(1))
-    c = den.loss(x, generator=gen(2))
+    a = den.loss(Batch(x), generator=gen(1))
+    b = den.loss(Batch(x), generator=gen(1))
+    c = den.loss(Batch(x), generator=gen(2))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.isfinite(a)
 
@@ -415,10 +416,10 @@ def test_loss_rejects_non_finite_batch(bad):
     x, _ = sample_batch(17)
     x[1, 0, 0, 0, 0] = bad
     with pytest.raises(ValueError, match="NaN"):
-        Denoiser(ZeroNet()).loss(x)
+        Denoiser(ZeroNet()).loss(Batch(x))
 
 
-# Applying a mask (masking.network_input, paste_known, mean_over_generated) ---------------------------
+# Applying a mask (edm.network_input, paste_known, mean_over_generated) -------------------------------
 
 def frame_mask(known_frames, b=B, t=T):
     """(B, T, 1, H, W) bool, True on the given frames of every sample."""
@@ -473,14 +474,13 @@ def test_loss_gradient_is_zero_at_known_positions():
             self.out = None
 
         def forward(self, x_, c_noise, cond):
-            self.out = self.net(x_, c_noise, cond)
+            self.out, _ = self.net(x_, c_noise, cond)
             self.out.retain_grad()
-            return self.out
+            return self.out, None
 
     hooked = Hooked()
     known = random_mask(1, 0.5)
-    loss = Denoiser(hooked).loss(x, Cond(known=known, known_x=x), sigma=torch.tensor([0.1, 0.5, 1.0, 4.0]),
-                                 noise=eps)
+    loss = Denoiser(hooked).loss(Batch(x, Cond(known=known, known_x=x), sigma=torch.tensor([0.1, 0.5, 1.0, 4.0]), noise=eps))
     loss.backward()
     grad = hooked.out.grad
     k = known.expand_as(x)
@@ -493,12 +493,12 @@ def test_mean_over_generated_constant_error_independent_of_mask_ratio():
     for ratio in [0.0, 0.2, 0.5, 0.8]:
         known = random_mask(2, ratio)
         known[:, :, :, 0, 0] = False  # every sample has something to generate
-        got = masking.mean_over_generated(per_position, Cond(known=known, known_x=torch.zeros_like(per_position)))
+        got = edm.mean_over_generated(per_position, Cond(known=known, known_x=torch.zeros_like(per_position)))
         torch.testing.assert_close(got, torch.full((B,), 2.5), rtol=1e-6, atol=0)
     # and it is a mean over the generated positions only, not over all positions
     known = frame_mask([0])
     values = torch.randn(B, T, C, H, W, generator=gen(3))
-    got = masking.mean_over_generated(values, Cond(known=known, known_x=torch.zeros_like(values)))
+    got = edm.mean_over_generated(values, Cond(known=known, known_x=torch.zeros_like(values)))
     torch.testing.assert_close(got, values[:, 1:].flatten(1).mean(1), rtol=1e-5, atol=1e-6)
 
 
@@ -515,7 +515,7 @@ def test_loss_with_constant_f_error_does_not_depend_on_mask_ratio(si):
     expected = ((s64**2 + sd**2) ** 2 / (s64**2 + sd**2 / si) ** 2 * delta**2).mean()
     for frames in [[], [0], [0, 1]]:
         cond = Cond(known=frame_mask(frames), known_x=x) if frames else None
-        loss = Denoiser(Recorder(target + delta), sigma_data=sd, sigma_in=si).loss(x, cond, sigma=sigma, noise=eps)
+        loss = Denoiser(Recorder(target + delta), sigma_data=sd, sigma_in=si).loss(Batch(x, cond, sigma=sigma, noise=eps))
         torch.testing.assert_close(loss.double(), expected, rtol=1e-4, atol=0)
 
 
@@ -528,7 +528,7 @@ def test_mask_errors_are_clear():
     with pytest.raises(ValueError, match="known_x"):
         den(x, sigma, Cond(known=frame_mask([0])))
     with pytest.raises(ValueError, match="known_x"):
-        den.loss(x, Cond(known=frame_mask([0])))
+        den.loss(Batch(x, Cond(known=frame_mask([0]))))
     with pytest.raises(TypeError, match="bool"):
         den(x, sigma, Cond(known=frame_mask([0]).float(), known_x=x))
 
@@ -536,9 +536,8 @@ def test_mask_errors_are_clear():
 class SelfCondRecorder(nn.Module):
     """A backbone with RIN-style state: returns zeros and 'latents' = mean of its input, records self_cond."""
 
-    def __init__(self, prob):
+    def __init__(self):
         super().__init__()
-        self.self_condition_prob = prob
         self.scale = nn.Parameter(torch.ones(()))
         self.seen = []
 
@@ -551,10 +550,10 @@ class SelfCondRecorder(nn.Module):
 def test_loss_self_conditioning_two_passes():
     x, eps = sample_batch(21)
     sigma = torch.full((B,), 0.7)
-    backbone = SelfCondRecorder(prob=0.5)
-    den = Denoiser(backbone)
+    backbone = SelfCondRecorder()
+    den = Denoiser(backbone, self_condition_prob=0.5)  # the rate is the denoiser's, given when it is built
     draw = torch.tensor([0.1, 0.9, 0.3, 0.7])[:B]
-    den.loss(x, sigma=sigma, noise=eps, self_cond_draw=draw)
+    den.loss(Batch(x, sigma=sigma, noise=eps, self_cond_draw=draw))
     first, second = backbone.seen  # a no-grad pass without state, then the trained pass with it
     assert first is None
     x_sigma = edm.add_noise(x, eps, sigma)
@@ -562,10 +561,10 @@ def test_loss_self_conditioning_two_passes():
     expected = (c_in * x_sigma).flatten(1).mean(1)[:, None, None] * (draw < 0.5).float()[:, None, None]
     assert torch.allclose(second, expected, atol=1e-6)
     backbone.seen.clear()
-    den.eval().loss(x, sigma=sigma, noise=eps)  # not training: a single pass
+    den.eval().loss(Batch(x, sigma=sigma, noise=eps))  # not training: a single pass
     assert backbone.seen == [None]
-    no_sc = SelfCondRecorder(prob=0.0)
-    Denoiser(no_sc).loss(x, sigma=sigma, noise=eps)
+    no_sc = SelfCondRecorder()
+    Denoiser(no_sc, self_condition_prob=0.0).loss(Batch(x, sigma=sigma, noise=eps))
     assert no_sc.seen == [None]
 
 

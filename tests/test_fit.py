@@ -1,4 +1,4 @@
-"""Tests for Snap Video's FIT backbone (nano_videodiff/fit.py)."""
+"""Tests for Snap Video's FIT backbone (nano_videodiff/backbones/fit.py)."""
 from types import SimpleNamespace
 
 import pytest
@@ -6,9 +6,10 @@ import torch
 from helpers import gen, randomise, video
 
 from nano_videodiff.conditioning import DROPPED_LABEL, Cond
-from nano_videodiff.config import Config
+from nano_videodiff.training.config import Config
+from nano_videodiff.models import build_denoiser
 from nano_videodiff.edm import Denoiser
-from nano_videodiff.fit import (FIT, PAPER_PARAMETERS, group_patches, snapvideo_config,
+from nano_videodiff.backbones.fit import (FIT, PAPER_PARAMETERS, group_patches, snapvideo_config,
                                 ungroup_patches)
 from nano_videodiff.sampler import edm_sigmas, sample
 
@@ -162,7 +163,7 @@ def test_sampler_carries_latents_between_steps():
 
     denoiser.backbone.register_forward_hook(hook)
     noise = torch.randn(2, 2, 3, 8, 8, generator=gen(1))
-    result, nfe = sample(lambda x, s, c: denoiser(x, s, c, return_state=True), noise, edm_sigmas(3),
+    result, nfe = sample(denoiser.forward_with_state, noise, edm_sigmas(3),
                          cond=Cond(), return_nfe=True)
     assert result.shape == noise.shape and len(received) == nfe == 5  # Heun: 2N - 1 calls
     assert received[0] is None
@@ -177,12 +178,19 @@ def test_from_config_with_and_without_fit_fields():
     cfg = Config()  # default data: 16 frames of 32x32 RGB
     model = FIT.from_config(cfg.model, cfg.data)
     assert (model.num_frames, model.height, model.width) == (16, 32, 32)
-    assert model.num_groups == 4 and model.num_latents == 64 and model.self_condition_prob == 0.9
+    assert model.num_groups == 4 and model.num_latents == 64
     fields = dict(vars(cfg.model), fit_latent_dim=48, fit_num_latents=8, fit_group_h=8, fit_group_w=4,
                   fit_global_layers=3, fit_self_cond_prob=0.5)
     model = FIT.from_config(SimpleNamespace(**fields), cfg.data)
-    assert model.num_groups == 2 and model.latent_dim == 48 and model.self_condition_prob == 0.5
+    assert model.num_groups == 2 and model.latent_dim == 48
     assert len(model.blocks[0].compute) == 3
+    # RIN's self-conditioning rate is the denoiser's (a constructor argument), read from --fit_self_cond_prob
+    cfg.model.backbone = "fit"
+    assert build_denoiser(cfg).self_condition_prob == 0.9
+    cfg.model.fit_self_cond_prob = 0.5
+    assert build_denoiser(cfg).self_condition_prob == 0.5
+    cfg.model.backbone = "vdt"  # a backbone without latents to condition on: off
+    assert build_denoiser(cfg).self_condition_prob == 0.0
 
 
 @pytest.mark.parametrize("name", ["snapvideo_500m", "snapvideo_3.9b"])

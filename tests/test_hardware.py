@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nano_videodiff import hardware, layers
+from nano_videodiff import hardware
+from nano_videodiff.backbones import layers
 
 CPU = torch.device("cpu")
 

@@ -1,11 +1,11 @@
-"""Tests for the LAMB optimizer (nano_videodiff/lamb.py) against Algorithm 2 of You et al. 2019."""
+"""Tests for the LAMB optimizer (nano_videodiff/training/lamb.py) against Algorithm 2 of You et al. 2019."""
 import io
 import math
 
 import pytest
 import torch
 
-from nano_videodiff.lamb import LAMB
+from nano_videodiff.training.lamb import LAMB
 
 
 def tiny_problem(seed=0):

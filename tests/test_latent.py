@@ -4,7 +4,7 @@ import torch
 
 import sample as sample_script
 import train
-from nano_videodiff.config import get_preset
+from nano_videodiff.training.presets import get_preset
 from nano_videodiff.latent import check_latent_task, latent_data_config, latent_known, latent_task_config
 
 VAE = ["--num_frames=5", "--resolution=16", "--vae_channels=8", "--vae_channel_mult=1", "--vae_latent_channels=4",
@@ -132,7 +132,7 @@ def test_a_missing_named_autoencoder_is_trained_into_the_runs_folder(tmp_path):
 def test_cached_latents_are_what_per_step_encoding_gives(tmp_path):
     """A fixed training set is encoded once (batches.TrainingData); a step reads the same latents as encoding
     its own clips would give, for a single process and for each rank's slice."""
-    from nano_videodiff.batches import TrainingData, make_batch
+    from nano_videodiff.training.batches import TrainingData, make_batch
     from nano_videodiff.latent import build_frozen_autoencoder
     cfg = get_preset("smoke")
     for arg in VAE:
@@ -150,6 +150,6 @@ def test_cached_latents_are_what_per_step_encoding_gives(tmp_path):
     per_step.latents = None  # encode every batch as it is drawn
     for step in (0, 3):
         a, b = make_batch(cfg, cached, step, 0, 1, "cpu"), make_batch(cfg, per_step, step, 0, 1, "cpu")
-        torch.testing.assert_close(a[0], b[0], rtol=1e-5, atol=1e-6)  # batch size changes float rounding only
-        halves = [make_batch(cfg, cached, step, r, 2, "cpu")[0] for r in (0, 1)]
-        assert torch.equal(torch.cat(halves), a[0])
+        torch.testing.assert_close(a.x, b.x, rtol=1e-5, atol=1e-6)  # batch size changes float rounding only
+        halves = [make_batch(cfg, cached, step, r, 2, "cpu").x for r in (0, 1)]
+        assert torch.equal(torch.cat(halves), a.x)

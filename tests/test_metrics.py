@@ -1,11 +1,11 @@
-"""Tests for nano_videodiff.metrics: exact values on hand-made clips and an independent SSIM reference."""
+"""Tests for nano_videodiff.evaluation.metrics: exact values on hand-made clips and an independent SSIM reference."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from nano_videodiff.metrics import (AGENT_RGB, BACKGROUND_RGB, PATIENT_RGB, constant_velocity_trajectories,
+from nano_videodiff.evaluation.metrics import (AGENT_RGB, BACKGROUND_RGB, PATIENT_RGB, constant_velocity_trajectories,
                                     contact_accuracy, contact_from_frames, contact_from_trajectories,
                                     copy_last_frame, mmnist_mae_per_frame, mmnist_mse_per_frame,
                                     object_centroids, object_masks, psnr, radii_from_frames, ssim,

@@ -8,7 +8,7 @@ import torch
 
 from nano_videodiff import modality
 from nano_videodiff.conditioning import DROPPED_LABEL, Cond
-from nano_videodiff.vdt import VDT
+from nano_videodiff.backbones.vdt import VDT
 from toy_data.bouncing_balls import BouncingBalls
 
 

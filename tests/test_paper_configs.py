@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from nano_videodiff.config import PRESETS, get_preset
+from nano_videodiff.training.presets import PRESETS, get_preset
 from nano_videodiff.models import build_denoiser, count_parameters
 from nano_videodiff.models import build_autoencoder
-from nano_videodiff.paper_configs import AUTOENCODERS, PAPER_PARAMETERS, PAPER_PRESETS
+from nano_videodiff.training.paper_configs import AUTOENCODERS, PAPER_PARAMETERS, PAPER_PRESETS
 
 # Allowed relative difference, per preset, and why.
 TOLERANCE = {

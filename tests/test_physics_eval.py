@@ -10,14 +10,14 @@ import torch
 
 import sample as sample_script
 import train
-from nano_videodiff import physics_eval
-from nano_videodiff.config import get_preset
-from nano_videodiff.metrics import (AGENT_RGB, BACKGROUND_RGB, PATIENT_RGB, constant_velocity_trajectories,
+from nano_videodiff.evaluation import physics_eval
+from nano_videodiff.training.presets import get_preset
+from nano_videodiff.evaluation.metrics import (AGENT_RGB, BACKGROUND_RGB, PATIENT_RGB, constant_velocity_trajectories,
                                     contact_accuracy, contact_from_frames, contact_from_trajectories,
                                     copy_last_frame, object_centroids, psnr, radii_from_frames, ssim,
                                     trajectory_error)
 from nano_videodiff.models import build_denoiser
-from nano_videodiff.physics_eval import (METHODS, PSNR_CAP_DB, evaluate_prediction, format_table,
+from nano_videodiff.evaluation.physics_eval import (METHODS, PSNR_CAP_DB, evaluate_prediction, format_table,
                                          score_predictions, shape_gap)
 
 
@@ -199,7 +199,7 @@ def test_state_contact_margin_boundary():
     """Two discs whose gap is just inside the engine's slop touch, just outside do not (for a disc and a box too).
     The reference is pymunk's own collision slop, not the module's constant, so a wrong constant fails."""
     import pymunk
-    from nano_videodiff.physics_eval import BOX, DISC, contact_from_states
+    from nano_videodiff.evaluation.physics_eval import BOX, DISC, contact_from_states
     margin = pymunk.Space().collision_slop  # 0.1: the engine lets shapes this close count as touching
     gaps = torch.tensor([0.0, 0.8 * margin, 1.2 * margin, 2.5 * margin])
     n = len(gaps)

@@ -27,7 +27,7 @@ def gaussian_denoiser(si, mu=MU, s=S):
 
     def denoise(y, sigma, cond):
         sg = sigma.reshape(-1, *([1] * (y.ndim - 1)))
-        return si * (m + sp**2 / (sp**2 + sg**2) * (y - m))
+        return si * (m + sp**2 / (sp**2 + sg**2) * (y - m)), None  # the sampler's contract: (x0, state)
 
     return denoise
 
@@ -198,7 +198,7 @@ def test_churn_adds_noise_of_the_right_size(S_noise):
 
     def den(x, sigma, cond):
         seen.append(x.clone())
-        return torch.zeros_like(x)
+        return torch.zeros_like(x), None
 
     s0, S_churn = 2.0, 0.3
     z = torch.randn(200_000, generator=gen(3))
@@ -226,7 +226,7 @@ def label_denoiser(log):
     def den(x, sigma, cond):
         log.append(cond)
         uncond = (cond.labels == DROPPED_LABEL).reshape(-1, *([1] * (x.ndim - 1)))
-        return torch.where(uncond, torch.full_like(x, B_VAL), torch.full_like(x, A_VAL))
+        return torch.where(uncond, torch.full_like(x, B_VAL), torch.full_like(x, A_VAL)), None
     return den
 
 
@@ -322,7 +322,7 @@ def test_known_content_is_returned_bit_exactly(solver, si):
     base = gaussian_denoiser(si)
 
     def den(x, sigma, cond):  # a denoiser that (like Denoiser) pastes the known content into D
-        return torch.where(cond.known, cond.known_x, base(x, sigma, cond))
+        return torch.where(cond.known, cond.known_x, base(x, sigma, cond)[0]), None
 
     cond = Cond(known=known, known_x=known_x)
     x = sample(den, torch.randn(b, t, c, h, w, generator=gen(8)), edm_sigmas(6), cond=cond, solver=solver,

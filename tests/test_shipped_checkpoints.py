@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nano_videodiff import shipped
-from nano_videodiff.checkpoint import load_checkpoint
+from nano_videodiff.training.checkpoint import load_checkpoint
 
 MANIFEST = shipped.read_manifest()
 # Float rounding differs between CPUs (kernel choice, thread count); a real change of the weights or of the

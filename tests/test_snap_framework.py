@@ -2,19 +2,20 @@
 image+video batches, variable frame rate, and the row definitions of benchmarks/snap_ablation.py.
 
 The building blocks (edm.input_scale, modality.joint_batch, ...) have their own unit tests; these tests
-check what ``train.py`` makes of a config, through ``train.make_batch`` and ``models.build_denoiser``.
+check what ``train.py`` makes of a config, through ``batches.make_batch`` and ``models.build_denoiser``.
 """
 import math
 
 import pytest
 import torch
 
-import train
 from benchmarks import snap_ablation
-from nano_videodiff import config as config_lib
-from nano_videodiff.conditioning import Cond
+from nano_videodiff.training import presets as config_lib
+from nano_videodiff.training.batches import TrainingData, make_batch
+from nano_videodiff.conditioning import Batch, Cond
 from nano_videodiff.edm import input_scale
 from nano_videodiff.models import build_denoiser, resolved_sigma_in
+from nano_videodiff.training.objectives import DiffusionObjective
 
 TINY = ["--dim=16", "--depth=1", "--heads=2"]
 
@@ -57,11 +58,12 @@ def joint_config(*extra):
 @pytest.mark.parametrize("stride", [1, 3])
 def test_joint_batch_is_half_images_and_half_videos(stride):
     cfg = joint_config(f"--max_frame_stride={stride}")
-    data = train.TrainingData(cfg)
+    data = TrainingData(cfg)
     fps = cfg.data.fps
     seen_strides = set()
     for step in range(3):
-        x, cond, sigma, noise, _ = train.make_batch(cfg, data, step, 0, 1, "cpu")
+        batch = make_batch(cfg, data, step, 0, 1, "cpu")
+        x, cond, sigma, noise = batch.x, batch.cond, batch.sigma, batch.noise
         assert x.shape == (8, 4, 3, 16, 16) and noise.shape == x.shape and sigma.shape == (8,)
         interval = cond.frame_interval
         is_image = interval == 0
@@ -83,7 +85,8 @@ def test_variable_frame_rate_frames_are_strided_from_the_clip():
     """A video at interval k/fps shows frames start, start + k, ... of a longer clip: its steps in time are
     k times those of the same balls at stride 1 (checked through the frame-difference size)."""
     cfg = joint_config("--max_frame_stride=3", "--image_fraction=0.0", "--batch_size=16")
-    x, cond, *_ = train.make_batch(cfg, train.TrainingData(cfg), 0, 0, 1, "cpu")
+    batch = make_batch(cfg, TrainingData(cfg), 0, 0, 1, "cpu")
+    x, cond = batch.x, batch.cond
     k = (cond.frame_interval * cfg.data.fps).round()
     motion = (x[:, 1:] - x[:, :-1]).abs().mean((1, 2, 3, 4))
     assert set(k.tolist()) >= {1.0, 3.0}
@@ -92,9 +95,11 @@ def test_variable_frame_rate_frames_are_strided_from_the_clip():
 
 def test_the_same_step_gives_the_same_batch():
     cfg = joint_config("--max_frame_stride=2")
-    a = train.make_batch(cfg, train.TrainingData(cfg), 5, 0, 1, "cpu")
-    b = train.make_batch(cfg, train.TrainingData(cfg), 5, 0, 1, "cpu")
-    c = train.make_batch(cfg, train.TrainingData(cfg), 6, 0, 1, "cpu")
+    a = make_batch(cfg, TrainingData(cfg), 5, 0, 1, "cpu")
+    b = make_batch(cfg, TrainingData(cfg), 5, 0, 1, "cpu")
+    c = make_batch(cfg, TrainingData(cfg), 6, 0, 1, "cpu")
+    fields = lambda batch: (batch.x, batch.cond, batch.sigma, batch.noise, batch.self_cond_draw)
+    a, b, c = fields(a), fields(b), fields(c)
     for u, v in zip(a, b):
         if isinstance(u, Cond):
             assert torch.equal(u.frame_interval, v.frame_interval)
@@ -150,14 +155,15 @@ def row_iv_loss(mode):
         for p in denoiser.parameters():
             if not p.any():
                 p.normal_(std=0.1)
-    batch = train.make_batch(cfg, train.TrainingData(cfg), 0, 0, 1, "cpu")
+    batch = make_batch(cfg, TrainingData(cfg), 0, 0, 1, "cpu")
     image_sigma_in = input_scale(1, 16, 16, 36, 64)
     loss_cls = snap_ablation.image_mode_loss(mode, image_sigma_in, 1 / cfg.data.fps)
-    return loss_cls(denoiser)(*batch), train.TrainingLoss(denoiser)(*batch), denoiser, batch
+    return loss_cls(denoiser)(batch), DiffusionObjective(denoiser)(batch), denoiser, batch
 
 
 def test_row_iv_frames_trains_images_as_one_frame_with_their_own_sigma_in():
-    loss, plain, denoiser, (x, cond, sigma, noise, draw) = row_iv_loss("frames")
+    loss, plain, denoiser, batch = row_iv_loss("frames")
+    x, cond, sigma, noise = batch.x, batch.cond, batch.sigma, batch.noise
     video_sigma_in = denoiser.sigma_in
     assert video_sigma_in == pytest.approx(input_scale(4, 16, 16, 36, 64))  # restored after the image part
     img = cond.frame_interval == 0
@@ -166,17 +172,17 @@ def test_row_iv_frames_trains_images_as_one_frame_with_their_own_sigma_in():
                                    (img, slice(0, 1), input_scale(1, 16, 16, 36, 64))):
         denoiser.sigma_in = sigma_in
         sub = Cond(frame_interval=cond.frame_interval[rows])
-        parts.append(rows.sum() * denoiser.loss(x[rows][:, frames], sub, sigma=sigma[rows],
-                                                noise=noise[rows][:, frames]))
+        parts.append(rows.sum() * denoiser.loss(Batch(x[rows][:, frames], sub, sigma=sigma[rows], noise=noise[rows][:, frames])))
     denoiser.sigma_in = video_sigma_in
     assert torch.allclose(loss, sum(parts) / x.shape[0])
     assert not torch.allclose(loss, plain)
 
 
 def test_row_iv_interval_tells_images_the_video_interval():
-    loss, plain, denoiser, (x, cond, sigma, noise, draw) = row_iv_loss("interval")
+    loss, plain, denoiser, batch = row_iv_loss("interval")
+    x, cond, sigma, noise = batch.x, batch.cond, batch.sigma, batch.noise
     told = torch.where(cond.frame_interval == 0, torch.full_like(cond.frame_interval, 0.125), cond.frame_interval)
-    expected = denoiser.loss(x, cond.replace(frame_interval=told), sigma=sigma, noise=noise)
+    expected = denoiser.loss(Batch(x, cond.replace(frame_interval=told), sigma=sigma, noise=noise))
     assert torch.allclose(loss, expected)
     assert not torch.allclose(loss, plain)
 

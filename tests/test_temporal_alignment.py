@@ -1,19 +1,20 @@
-"""Tests for Video LDM's temporal alignment (nano_videodiff/temporal_alignment.py)."""
+"""Tests for Video LDM's temporal alignment (nano_videodiff/backbones/temporal_alignment.py)."""
 import pytest
 import torch
 from helpers import gen, randomise, small_unet, video
 
-from nano_videodiff import masking, temporal_alignment
-from nano_videodiff.conditioning import Cond
-from nano_videodiff.config import get_preset
+from nano_videodiff import masking
+from nano_videodiff.backbones import temporal_alignment
+from nano_videodiff.conditioning import Batch, Cond
+from nano_videodiff.training.presets import get_preset
 from nano_videodiff.edm import Denoiser
 from nano_videodiff.models import build_denoiser
 from nano_videodiff.sampler import edm_sigmas, sample
-from nano_videodiff.temporal_alignment import (ALPHA_INIT_LOGIT, Conv3d, TemporalAttentionBlock,
+from nano_videodiff.backbones.temporal_alignment import (ALPHA_INIT_LOGIT, Conv3d, TemporalAttentionBlock,
                                                TemporalConvBlock, VideoLDM, interpolation_mask, prediction_mask,
                                                unet_baseline)
-from nano_videodiff.unet import AttentionBlock, ResBlock
-from nano_videodiff.vdt import VDT
+from nano_videodiff.backbones.unet import AttentionBlock, ResBlock
+from nano_videodiff.backbones.vdt import VDT
 
 
 def small_videoldm(seed=0, randomised=True, **kw):
@@ -97,7 +98,7 @@ def test_temporal_layers_start_as_the_identity():
         z, emb, t, torch.randn(2 * t, 3, 4, 4)), z)
     model = VideoLDM(randomise(small_unet(), seed=6))  # a trained image model, fresh temporal layers
     x = video(2, t, 3, 8, 8)
-    assert torch.allclose(model(x, torch.zeros(2)), model.unet(x, torch.zeros(2)), atol=1e-5)
+    assert torch.allclose(model(x, torch.zeros(2))[0], model.unet(x, torch.zeros(2))[0], atol=1e-5)
 
 
 def test_temporal_conv_mixes_neighbouring_frames_at_one_pixel():
@@ -122,7 +123,7 @@ def test_conv3d_is_a_3d_convolution(kernel):
     x = torch.randn(2, 4, 6, 3, 5, generator=gen(13))
     assert torch.allclose(conv(x), torch.nn.Conv3d.forward(conv, x), atol=1e-5)
     model = small_videoldm(seed=10, temporal_kernel=kernel)
-    assert model(video(1, 3, 3, 8, 8), torch.zeros(1)).shape == (1, 3, 3, 8, 8)
+    assert model(video(1, 3, 3, 8, 8), torch.zeros(1))[0].shape == (1, 3, 3, 8, 8)
 
 
 def test_temporal_attention_mixes_all_frames_at_one_pixel_and_knows_their_order(monkeypatch):
@@ -150,20 +151,26 @@ def test_temporal_attention_mixes_all_frames_at_one_pixel_and_knows_their_order(
 def test_alpha_one_reproduces_the_image_model_bit_exactly():
     model = small_videoldm(seed=1)  # every weight random: the temporal layers are far from the identity
     x, c_noise = video(2, 3, 3, 8, 8, seed=11), torch.tensor([0.2, -0.4])
-    image_frames = model.unet(x, c_noise)  # UNet.forward: each frame on its own
-    video_out = model(x, c_noise)
+    image_frames = model.unet(x, c_noise)[0]  # UNet.forward: each frame on its own
+    video_out = model(x, c_noise)[0]
     assert not torch.allclose(video_out, image_frames)
     model.image_only = True  # skip every temporal layer
-    assert torch.equal(model(x, c_noise), image_frames)
+    assert torch.equal(model(x, c_noise)[0], image_frames)
     model.image_only = False
+    with model.image_model():  # the declared hook (backbone.py) that sample.py --image_model uses
+        assert torch.equal(model(x, c_noise)[0], image_frames)
+    assert not model.image_only
+    with pytest.raises(ValueError, match="not built on an image model"):  # every other backbone refuses
+        with model.unet.image_model():
+            pass
     with torch.no_grad():
         for layer in model.temporal.values():
             layer.mix_logit.fill_(float("inf"))  # alpha = sigmoid(inf) = 1 through the blend formula
     assert set(model.alphas().values()) == {1.0}
-    assert torch.equal(model(x, c_noise), image_frames)
+    assert torch.equal(model(x, c_noise)[0], image_frames)
     # frame by frame: the image model on frame 1 alone (equal up to float rounding: CPU conv kernels may
     # split a batch of 2 frames differently from one of 6)
-    assert torch.allclose(model.unet(x[:, 1:2], c_noise)[:, 0], image_frames[:, 1], atol=1e-5)
+    assert torch.allclose(model.unet(x[:, 1:2], c_noise)[0][:, 0], image_frames[:, 1], atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
@@ -172,8 +179,8 @@ def test_images_in_a_mixed_batch_are_exactly_the_image_model(dtype):
     x, c_noise = video(4, 3, 3, 8, 8, seed=12), torch.tensor([0.1, 0.5, -0.7, 0.0])
     is_image = torch.tensor([True, False, True, False])
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
-        out = model(x, c_noise, Cond(is_image=is_image))
-        image_frames = model.unet(x, c_noise)
+        out = model(x, c_noise, Cond(is_image=is_image))[0]
+        image_frames = model.unet(x, c_noise)[0]
     assert torch.equal(out[is_image], image_frames[is_image])
     assert not torch.allclose(out[~is_image].float(), image_frames[~is_image].float(), atol=1e-3)
 
@@ -185,7 +192,7 @@ def test_video_frames_interact_but_image_frames_do_not():
     x1 = x.clone()
     x1[:, 0] += 1.0  # change frame 0 of both samples
     with torch.no_grad():
-        moved = (model(x1, c_noise, cond) - model(x, c_noise, cond)).flatten(2).abs().amax(-1)  # (B, T)
+        moved = (model(x1, c_noise, cond)[0] - model(x, c_noise, cond)[0]).flatten(2).abs().amax(-1)  # (B, T)
     assert (moved[0] > 0).all()  # the video: every frame moves
     assert moved[1, 0] > 0 and torch.all(moved[1, 1:] == 0)  # the image sample: only frame 0
 
@@ -227,8 +234,7 @@ def test_frozen_image_model_stays_exactly_the_same_while_temporal_layers_learn()
     x = video(4, 4, 3, 8, 8, seed=17).clamp(-1, 1)
     known = masking.predict(4, 4, 8, 8, num_context=1)
     for step in range(3):
-        loss = den.loss(x, Cond(known=known, known_x=x, is_image=torch.tensor([False, False, False, True])),
-                        generator=gen(step))
+        loss = den.loss(Batch(x, Cond(known=known, known_x=x, is_image=torch.tensor([False, False, False, True]))), generator=gen(step))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         assert all(p.grad is None for p in spatial.values())
@@ -259,8 +265,8 @@ def test_context_reaches_the_temporal_layers_and_only_known_content_is_read():
     x, c_noise = video(b, t, 3, 8, 8, seed=18), torch.zeros(b)
     known = masking.predict(b, t, 8, 8, num_context=2)
     with torch.no_grad():
-        with_context = model(x, c_noise, Cond(known=known, known_x=x))
-        without = model(x, c_noise, Cond())
+        with_context = model(x, c_noise, Cond(known=known, known_x=x))[0]
+        without = model(x, c_noise, Cond())[0]
         assert not torch.allclose(with_context[:, 2:], without[:, 2:])  # the mask is information
         frames, mask = x.flatten(0, 1), known.flatten(0, 1).float()
         features = model.context_encoder(frames, mask)
@@ -281,7 +287,7 @@ def test_sampler_returns_context_frames_exactly(task):
         assert known[:, :, 0, 0, 0].tolist() == [[True, False, False, False, True]] * 2
     t = known.shape[1]
     context = video(2, t, 3, 8, 8, seed=19).clamp(-1, 1)
-    out = sample(den, torch.randn(2, t, 3, 8, 8, generator=gen(20)), edm_sigmas(3),
+    out = sample(den.forward_with_state, torch.randn(2, t, 3, 8, 8, generator=gen(20)), edm_sigmas(3),
                  Cond(known=known, known_x=context))
     given = known.expand_as(out)
     assert torch.equal(out[given], context[given])
@@ -300,3 +306,17 @@ def test_context_masks():
     assert key.tolist() == [i % 4 == 0 for i in range(9)]  # 3 key frames -> 9 frames, 0, 4, 8 given
     with pytest.raises(ValueError, match="2 key frames"):
         interpolation_mask(1, 1, 2, 2)
+
+
+def test_plot_alphas_draws_one_bar_per_temporal_layer(tmp_path):
+    """The learned-alpha chart (tutorial 05 draws it; sample.py --image_model used to) renders to a file."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    model = small_videoldm(seed=4)
+    fig, ax = plt.subplots()
+    model.plot_alphas(ax)
+    assert len(ax.patches) == len(model.temporal)
+    fig.savefig(tmp_path / "alphas.png")
+    plt.close(fig)
+    assert (tmp_path / "alphas.png").stat().st_size > 0

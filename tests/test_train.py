@@ -6,9 +6,12 @@ import torch
 
 import sample as sample_script
 import train
-from nano_videodiff.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from nano_videodiff.config import Config, get_preset
+from nano_videodiff.training.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from nano_videodiff.conditioning import Batch, Cond
+from nano_videodiff.training.config import Config
+from nano_videodiff.training.presets import get_preset
 from nano_videodiff.models import build_denoiser
+from nano_videodiff.training.optim import ema_update
 
 
 def smoke_args(out_dir, *extra):
@@ -22,9 +25,9 @@ def fixed_batch_loss(model, cfg, n=16):
     g = torch.Generator().manual_seed(0)
     sigma = torch.exp(-1.2 + 1.2 * torch.randn(n, generator=g))
     noise = torch.randn(batch["video"].shape, generator=g)
-    from nano_videodiff.conditioning import Cond
     with torch.no_grad():
-        return model.loss(batch["video"], Cond(frame_interval=batch["frame_interval"]), sigma=sigma, noise=noise).item()
+        return model.loss(Batch(batch["video"], Cond(frame_interval=batch["frame_interval"]), sigma=sigma,
+                                noise=noise)).item()
 
 
 def test_smoke_training_lowers_the_loss(tmp_path):
@@ -101,7 +104,7 @@ def test_bad_config_keys_and_types(tmp_path):
 
 
 def test_help_lists_every_field(capsys):
-    from nano_videodiff.config import SECTIONS
+    from nano_videodiff.training.config import SECTIONS
     from dataclasses import fields
     train.main(["--help"])
     text = capsys.readouterr().out
@@ -127,7 +130,7 @@ def test_nan_batch_is_rejected():
     x = torch.zeros(1, cfg.data.num_frames, 3, cfg.data.resolution, cfg.data.resolution)
     x[0, 0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
-        model.loss(x)
+        model.loss(Batch(x))
 
 
 def test_sample_script_writes_gifs_and_grid(tmp_path):
@@ -163,7 +166,7 @@ def test_fit_backbone_with_lamb_trains_and_samples(tmp_path):
 
 
 def test_every_preset_builds():
-    from nano_videodiff.config import PRESETS
+    from nano_videodiff.training.presets import PRESETS
     from nano_videodiff.models import build_autoencoder
     for name in PRESETS:
         cfg = get_preset(name).validate()
@@ -273,7 +276,12 @@ def test_video_ldm_workflow_image_model_then_alignment(tmp_path):
     assert not any(p.requires_grad for p in video["model"].backbone.unet.parameters())
     both = sample_script.main([f"--ckpt={tmp_path / 'video' / 'ckpt.pt'}", f"--out_dir={tmp_path / 's'}",
                                "--num_videos=2", "--steps=2", "--image_model"])
-    assert both.shape[0] == 2 and (tmp_path / "s" / "alphas.png").stat().st_size > 0
+    assert both.shape[0] == 2 and (tmp_path / "s" / "grid.png").stat().st_size > 0
+    # [image model | aligned video model]: 2 panels of the resolution side by side (the alpha chart is
+    # test_temporal_alignment's test_plot_alphas_draws_one_bar_per_temporal_layer)
+    with pytest.raises(ValueError, match="not built on an image model"):  # a plain U-Net has no image model
+        sample_script.main([f"--ckpt={tmp_path / 'image' / 'ckpt.pt'}", f"--out_dir={tmp_path / 's2'}",
+                            "--num_videos=2", "--steps=2", "--image_model"])
     with pytest.raises(ValueError, match="init_from"):  # a frozen random U-Net is refused
         train.main(smoke_args(tmp_path / "bad", "--backbone=videoldm", "--max_steps=1", *unet))
 
@@ -290,15 +298,15 @@ def test_train_window_takes_random_consecutive_frames_of_each_clip():
     """--train_window: each sample is frames s..s+W-1 of its clip, s drawn per sample and step; DDP ranks
     slice the same global batch."""
     import toy_data
-    from nano_videodiff.batches import TrainingData, make_batch
-    from nano_videodiff.config import get_preset
+    from nano_videodiff.training.batches import TrainingData, make_batch
+    from nano_videodiff.training.presets import get_preset
     cfg = get_preset("smoke_autoencoder")
     cfg.data.num_frames, cfg.data.train_window, cfg.data.num_train_clips = 9, 5, 6
     cfg.validate()
     data = TrainingData(cfg)
     starts = set()
     for step in range(4):
-        x = make_batch(cfg, data, step, 0, 1, "cpu")[0]
+        x = make_batch(cfg, data, step, 0, 1, "cpu").x
         assert x.shape[1] == 5
         g = torch.Generator().manual_seed(cfg.run.seed * 1_000_003 + step)
         clips = toy_data.get_batch(data.videos, torch.randint(6, (cfg.optim.batch_size,), generator=g).tolist())
@@ -306,7 +314,7 @@ def test_train_window_takes_random_consecutive_frames_of_each_clip():
             found = [s for s in range(5) if torch.equal(clips["video"][b, s:s + 5], x[b])]
             assert found, (step, b)
             starts.add(found[0])
-        halves = [make_batch(cfg, data, step, r, 2, "cpu")[0] for r in (0, 1)]
+        halves = [make_batch(cfg, data, step, r, 2, "cpu").x for r in (0, 1)]
         assert torch.equal(torch.cat(halves), x)
     assert len(starts) > 1  # the windows move
     cfg.task.masking = "predict"
@@ -327,7 +335,7 @@ def test_ema_update_values():
             for e in ema.parameters():
                 e.zero_()
             model.running_mean.fill_(0.25)
-        train.ema_update(ema, list(model.parameters()), list(model.buffers()), step, halflife)
+        ema_update(ema, list(model.parameters()), list(model.buffers()), step, halflife)
         for e in ema.parameters():
             torch.testing.assert_close(e, torch.full_like(e, expected), rtol=0, atol=1e-7)
         assert torch.equal(ema.running_mean, model.running_mean)

@@ -1,15 +1,16 @@
-"""Tests for the ADM-style image U-Net (nano_videodiff/unet.py)."""
+"""Tests for the ADM-style image U-Net (nano_videodiff/backbones/unet.py)."""
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers import gen, randomise, small_unet, video
 
 from nano_videodiff.conditioning import DROPPED_LABEL, Cond
-from nano_videodiff.config import get_preset
-from nano_videodiff.layers import modulate
-from nano_videodiff.models import backbone_class, build_denoiser
-from nano_videodiff.temporal_alignment import unet_baseline
-from nano_videodiff.unet import (PAPER_PARAMETERS, AttentionBlock, Downsample, ResBlock, UNet, Upsample,
+from nano_videodiff.training.presets import get_preset
+from nano_videodiff.backbones.layers import modulate
+from nano_videodiff.backbones import backbone_class
+from nano_videodiff.models import build_denoiser
+from nano_videodiff.backbones.temporal_alignment import unet_baseline
+from nano_videodiff.backbones.unet import (PAPER_PARAMETERS, AttentionBlock, Downsample, ResBlock, UNet, Upsample,
                                  parse_ints, unet_config)
 
 
@@ -23,10 +24,10 @@ def count(module):
 def test_output_shape_and_zero_output_at_init(t, h, w):
     model = small_unet()
     x = video(2, t, 3, h, w)
-    out = model(x, torch.tensor([-0.5, 0.7]), Cond())
+    out = model(x, torch.tensor([-0.5, 0.7]), Cond())[0]
     assert out.shape == x.shape and torch.all(out == 0)  # zero-initialised conv_out
     randomise(model)
-    out = model(x, torch.tensor([-0.5, 0.7]), Cond())
+    out = model(x, torch.tensor([-0.5, 0.7]), Cond())[0]
     assert torch.isfinite(out).all() and out.abs().min() > 0
 
 
@@ -36,10 +37,10 @@ def test_frames_are_processed_independently():
     x = video(2, 3, 3, 8, 8)
     c_noise = torch.tensor([0.1, -0.3])
     with torch.no_grad():
-        y0 = model(x, c_noise)
+        y0 = model(x, c_noise)[0]
         x1 = x.clone()
         x1[0, 1] += torch.randn(3, 8, 8, generator=gen(2))
-        y1 = model(x1, c_noise)
+        y1 = model(x1, c_noise)[0]
     changed = (y1 - y0).flatten(2).abs().amax(-1) > 0  # (B, T)
     assert changed.tolist() == [[False, True, False], [False, False, False]]
 
@@ -48,8 +49,8 @@ def test_noise_level_and_labels_condition_the_output():
     model = randomise(small_unet(num_classes=3), seed=3).eval()
     x = video(1, 1, 3, 8, 8).expand(3, -1, -1, -1, -1)
     with torch.no_grad():
-        by_label = model(x, torch.zeros(3), Cond(labels=torch.tensor([0, 2, DROPPED_LABEL])))
-        by_noise = model(x[:2], torch.tensor([-1.0, 1.0]), Cond(labels=torch.tensor([0, 0])))
+        by_label = model(x, torch.zeros(3), Cond(labels=torch.tensor([0, 2, DROPPED_LABEL])))[0]
+        by_noise = model(x[:2], torch.tensor([-1.0, 1.0]), Cond(labels=torch.tensor([0, 0])))[0]
     assert not torch.allclose(by_label[0], by_label[1]) and not torch.allclose(by_label[1], by_label[2])
     assert not torch.allclose(by_noise[0], by_noise[1])
     # DROPPED_LABEL is the extra "null" row of the label table (index num_classes)
@@ -57,12 +58,12 @@ def test_noise_level_and_labels_condition_the_output():
     expected = model.noise_embed(torch.zeros(1)) + model.label_embed.table.weight[3]
     assert torch.allclose(emb, expected)
     with pytest.raises(ValueError, match="cond.labels"):
-        model(x, torch.zeros(3), Cond())
+        model(x, torch.zeros(3), Cond())[0]
 
 
 def test_every_parameter_gets_a_gradient():
     model = randomise(small_unet(num_classes=2), seed=4)
-    model(video(2, 2, 3, 8, 8), torch.zeros(2), Cond(labels=torch.tensor([0, 1]))).square().mean().backward()
+    model(video(2, 2, 3, 8, 8), torch.zeros(2), Cond(labels=torch.tensor([0, 1])))[0].square().mean().backward()
     unused = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert unused == []
     assert torch.all(model.label_embed.table.weight.grad[2] == 0)  # the unused DROPPED_LABEL row
@@ -71,11 +72,11 @@ def test_every_parameter_gets_a_gradient():
 def test_input_checks():
     model = small_unet()
     with pytest.raises(ValueError, match="divisible by 2"):
-        model(video(1, 1, 3, 8, 7), torch.zeros(1))
+        model(video(1, 1, 3, 8, 7), torch.zeros(1))[0]
     with pytest.raises(ValueError, match="video batch"):
-        model(torch.zeros(1, 3, 8, 8), torch.zeros(1))
+        model(torch.zeros(1, 3, 8, 8), torch.zeros(1))[0]
     with pytest.raises(ValueError, match="channels"):
-        model(video(1, 1, 1, 8, 8), torch.zeros(1))
+        model(video(1, 1, 1, 8, 8), torch.zeros(1))[0]
 
 
 # The layers: formulas -------------------------------------------------------------------------------------

@@ -1,14 +1,14 @@
-"""Tests for the VDT backbone (nano_videodiff/vdt.py) and the shared layers (nano_videodiff/layers.py)."""
+"""Tests for the VDT backbone (nano_videodiff/backbones/vdt.py) and the shared layers (nano_videodiff/backbones/layers.py)."""
 import math
 
 import pytest
 import torch
 from helpers import gen, randomise, video
 
-from nano_videodiff import layers
+from nano_videodiff.backbones import layers
 from nano_videodiff.conditioning import DROPPED_LABEL, Cond
-from nano_videodiff.layers import Attention, attention, patchify, unpatchify
-from nano_videodiff.vdt import VDT, VDTBlock
+from nano_videodiff.backbones.layers import Attention, attention, patchify, unpatchify
+from nano_videodiff.backbones.vdt import VDT, VDTBlock
 
 
 
@@ -32,11 +32,11 @@ SHAPES = [  # (T, H, W, patch)
 def test_output_shape_and_zero_output_at_init(t, h, w, p):
     model = small_vdt(patch_size=p)
     x = video(2, t, 3, h, w)
-    out = model(x, torch.tensor([-0.5, 0.7]), Cond())
+    out = model(x, torch.tensor([-0.5, 0.7]), Cond())[0]
     assert out.shape == x.shape
     assert torch.all(out == 0)  # zero-initialised output layer
     randomise(model)
-    out = model(x, torch.tensor([-0.5, 0.7]), Cond())
+    out = model(x, torch.tensor([-0.5, 0.7]), Cond())[0]
     assert out.shape == x.shape and torch.isfinite(out).all() and out.abs().sum() > 0
 
 
@@ -99,7 +99,7 @@ def test_gradients_reach_every_parameter(conditioning):
 
     for step in range(5):
         opt.zero_grad(set_to_none=True)
-        loss = ((model(x, c_noise, cond) - target) ** 2).mean()
+        loss = ((model(x, c_noise, cond)[0] - target) ** 2).mean()
         loss.backward()
         for name, p in model.named_parameters():
             assert p.grad is not None, (step, name)
@@ -127,9 +127,9 @@ def test_samples_in_a_batch_are_independent(conditioning):
     known = some_known_masks(b, t, h, w)
     labels = torch.tensor([0, 1, DROPPED_LABEL])
     c_noise = torch.tensor([-0.5, 0.1, 0.6])
-    out = model(x, c_noise, Cond(labels=labels, known=known))
+    out = model(x, c_noise, Cond(labels=labels, known=known))[0]
     for i in range(b):
-        alone = model(x[i:i + 1], c_noise[i:i + 1], Cond(labels=labels[i:i + 1], known=known[i:i + 1]))
+        alone = model(x[i:i + 1], c_noise[i:i + 1], Cond(labels=labels[i:i + 1], known=known[i:i + 1]))[0]
         torch.testing.assert_close(alone[0], out[i], rtol=1e-4, atol=1e-5)
 
 
@@ -142,11 +142,11 @@ def test_known_content_reaches_generated_positions(conditioning):
     known[:, 0] = True
     x2 = x.clone()
     x2[:, 0] += 1.0  # change only the given frame
-    a = model(x, torch.zeros(1), Cond(known=known))
-    b_ = model(x2, torch.zeros(1), Cond(known=known))
+    a = model(x, torch.zeros(1), Cond(known=known))[0]
+    b_ = model(x2, torch.zeros(1), Cond(known=known))[0]
     assert (a[:, 1:] - b_[:, 1:]).abs().max() > 1e-3  # the generated frames see the context
     fresh = small_vdt(conditioning=conditioning)  # every mode starts at exactly zero output
-    assert torch.all(fresh(x, torch.zeros(1), Cond(known=known)) == 0)
+    assert torch.all(fresh(x, torch.zeros(1), Cond(known=known))[0] == 0)
 
 
 @pytest.mark.parametrize("conditioning", ["adaln", "cross_attention"])
@@ -156,17 +156,17 @@ def test_without_known_content_the_context_path_is_silent(conditioning):
     model = randomise(small_vdt(conditioning=conditioning), seed=12, std=0.15)
     x = video(2, 3, 3, 4, 4, seed=13)
     nothing = torch.zeros(2, 3, 1, 4, 4, dtype=torch.bool)
-    a = model(x, torch.zeros(2), Cond(known=nothing))
+    a = model(x, torch.zeros(2), Cond(known=nothing))[0]
     with torch.no_grad():
         model.context_embed.weight.add_(1.0), model.context_embed.bias.add_(1.0)
-    b = model(x, torch.zeros(2), Cond(known=nothing))
+    b = model(x, torch.zeros(2), Cond(known=nothing))[0]
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     some = nothing.clone()
     some[:, 0] = True  # ... but with known content it does
-    c = model(x, torch.zeros(2), Cond(known=some))
+    c = model(x, torch.zeros(2), Cond(known=some))[0]
     with torch.no_grad():
         model.context_embed.weight.sub_(1.0), model.context_embed.bias.sub_(1.0)
-    d = model(x, torch.zeros(2), Cond(known=some))
+    d = model(x, torch.zeros(2), Cond(known=some))[0]
     assert not torch.allclose(c, d, atol=1e-4)
 
 
@@ -179,9 +179,9 @@ def test_runs_under_bf16_autocast():
     model = randomise(small_vdt(), seed=3, std=0.1)
     x = video(2, 2, 3, 4, 4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(x, torch.zeros(2), Cond())
+        out = model(x, torch.zeros(2), Cond())[0]
     assert out.shape == x.shape and torch.isfinite(out).all()
-    torch.testing.assert_close(out.float(), model(x, torch.zeros(2), Cond()), rtol=0.1, atol=0.1)
+    torch.testing.assert_close(out.float(), model(x, torch.zeros(2), Cond())[0], rtol=0.1, atol=0.1)
 
 
 # Conditioning --------------------------------------------------------------------------------------------
@@ -189,13 +189,13 @@ def test_runs_under_bf16_autocast():
 def test_labels_change_the_output():
     model = randomise(small_vdt(num_classes=4), seed=4)
     x = video(1, 2, 3, 4, 4).expand(3, -1, -1, -1, -1)
-    out = model(x, torch.zeros(3), Cond(labels=torch.tensor([0, 3, DROPPED_LABEL])))
+    out = model(x, torch.zeros(3), Cond(labels=torch.tensor([0, 3, DROPPED_LABEL])))[0]
     assert torch.isfinite(out).all()
     assert not torch.allclose(out[0], out[1], atol=1e-4)
     assert not torch.allclose(out[0], out[2], atol=1e-4)
     assert not torch.allclose(out[1], out[2], atol=1e-4)
     # the same label gives the same output (the differences above come from the labels alone)
-    again = model(x[:1], torch.zeros(1), Cond(labels=torch.tensor([3])))
+    again = model(x[:1], torch.zeros(1), Cond(labels=torch.tensor([3])))[0]
     torch.testing.assert_close(again[0], out[1], rtol=1e-5, atol=1e-5)
 
 
@@ -211,7 +211,7 @@ def capture_conditioning(model, x, c_noise, cond):
     """The conditioning vector c that drives adaLN, read from the input of the final modulation."""
     seen = {}
     handle = model.final_ada.register_forward_hook(lambda mod, inp, out: seen.update(c=inp[0].detach()))
-    model(x, c_noise, cond)
+    model(x, c_noise, cond)[0]
     handle.remove()
     return seen["c"]
 
@@ -235,8 +235,8 @@ def test_known_mask_reaches_the_network():
     x = video(1, 3, 3, 4, 4)
     known = torch.zeros(1, 3, 1, 4, 4, dtype=torch.bool)
     known[:, 0] = True
-    a = model(x, torch.zeros(1), Cond())
-    b = model(x, torch.zeros(1), Cond(known=known))
+    a = model(x, torch.zeros(1), Cond())[0]
+    b = model(x, torch.zeros(1), Cond(known=known))[0]
     assert not torch.allclose(a, b)
 
 
@@ -318,7 +318,7 @@ def test_attention_matches_reference_bf16(masked, bf16_is_fast, monkeypatch):
 
 def test_attention_bf16_long_sequences_take_the_fused_kernel_and_stay_correct():
     """Beyond EXPLICIT_ATTENTION_MAX_KEYS keys the fused kernel runs (no N x N logits kept): same result."""
-    from nano_videodiff.layers import EXPLICIT_ATTENTION_MAX_KEYS
+    from nano_videodiff.backbones.layers import EXPLICIT_ATTENTION_MAX_KEYS
     g = gen(3)
     n = EXPLICIT_ATTENTION_MAX_KEYS + 44
     q, k, v = (torch.randn(2, 2, n, 16, generator=g, dtype=torch.float64) for _ in range(3))
@@ -407,21 +407,21 @@ def test_bad_inputs_raise_clear_errors():
     model = small_vdt(patch_size=2)
     c_noise = torch.zeros(2)
     with pytest.raises(ValueError, match=r"\(B, T, C, H, W\)"):
-        model(torch.randn(2, 3, 8, 8), c_noise, Cond())  # an image batch, rank 4
+        model(torch.randn(2, 3, 8, 8), c_noise, Cond())[0]  # an image batch, rank 4
     with pytest.raises(ValueError, match="channels"):
-        model(torch.randn(2, 2, 4, 8, 8), c_noise, Cond())
+        model(torch.randn(2, 2, 4, 8, 8), c_noise, Cond())[0]
     with pytest.raises(ValueError, match="divisible"):
-        model(torch.randn(2, 2, 3, 7, 8), c_noise, Cond())
+        model(torch.randn(2, 2, 3, 7, 8), c_noise, Cond())[0]
     with pytest.raises(ValueError, match="divisible"):
-        model(torch.randn(2, 2, 3, 8, 5), c_noise, Cond())
+        model(torch.randn(2, 2, 3, 8, 5), c_noise, Cond())[0]
 
     labelled = small_vdt(num_classes=3)
     x = torch.randn(2, 2, 3, 4, 4)
     with pytest.raises(ValueError, match="labels"):
-        labelled(x, c_noise, Cond())
+        labelled(x, c_noise, Cond())[0]
     with pytest.raises(ValueError, match="labels must be in"):
-        labelled(x, c_noise, Cond(labels=torch.tensor([0, 3])))
+        labelled(x, c_noise, Cond(labels=torch.tensor([0, 3])))[0]
     with pytest.raises(ValueError, match="labels must be in"):
-        labelled(x, c_noise, Cond(labels=torch.tensor([-2, 0])))
+        labelled(x, c_noise, Cond(labels=torch.tensor([-2, 0])))[0]
     with pytest.raises(TypeError, match="integer"):
-        labelled(x, c_noise, Cond(labels=torch.tensor([0.0, 1.0])))
+        labelled(x, c_noise, Cond(labels=torch.tensor([0.0, 1.0])))[0]

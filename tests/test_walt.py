@@ -1,13 +1,13 @@
-"""Tests for the W.A.L.T backbone (nano_videodiff/walt.py): contract, conditioning, images, presets on meta."""
+"""Tests for the W.A.L.T backbone (nano_videodiff/backbones/walt.py): contract, conditioning, images, presets on meta."""
 import pytest
 import torch
 from helpers import randomise, video
 
-from nano_videodiff.conditioning import DROPPED_LABEL, Cond
-from nano_videodiff.config import Config
+from nano_videodiff.conditioning import DROPPED_LABEL, Batch, Cond
+from nano_videodiff.training.config import Config
 from nano_videodiff.edm import Denoiser
 from nano_videodiff.models import build_backbone
-from nano_videodiff.walt import PAPER_PARAMETERS, WALT, WALTBlock, walt_config
+from nano_videodiff.backbones.walt import PAPER_PARAMETERS, WALT, WALTBlock, walt_config
 
 
 def small_walt(seed=0, **kw):
@@ -33,10 +33,10 @@ SHAPES = [  # (T, H, W, patch, window, depth)
 def test_output_shape_and_zero_output_at_init(t, h, w, p, window, depth):
     model = small_walt(num_frames=t, height=h, width=w, patch_size=p, window=window, depth=depth)
     x = video(2, t, 3, h, w)
-    out = model(x, torch.tensor([-0.5, 0.7]), Cond())
+    out = model(x, torch.tensor([-0.5, 0.7]), Cond())[0]
     assert out.shape == x.shape and torch.all(out == 0)
     randomise(model, seed=1, std=0.15)
-    out = model(x, torch.tensor([-0.5, 0.7]), Cond())
+    out = model(x, torch.tensor([-0.5, 0.7]), Cond())[0]
     assert out.shape == x.shape and torch.isfinite(out).all() and out.abs().min() > 0
 
 
@@ -63,26 +63,26 @@ def test_known_mask_channels_reach_the_network():
     x = video(2, 4, 3, 8, 8, seed=3)
     c_noise = torch.zeros(2)
     known = torch.zeros(2, 4, 1, 8, 8, dtype=torch.bool)
-    assert torch.equal(model(x, c_noise, Cond(known=known)), model(x, c_noise, Cond()))
+    assert torch.equal(model(x, c_noise, Cond(known=known))[0], model(x, c_noise, Cond())[0])
     known[:, :2] = True  # two context frames
-    with_mask = model(x, c_noise, Cond(known=known))
-    assert (with_mask - model(x, c_noise, Cond())).abs().min() > 0
+    with_mask = model(x, c_noise, Cond(known=known))[0]
+    assert (with_mask - model(x, c_noise, Cond())[0]).abs().min() > 0
     # only the embedding's mask and known-content columns are what changed the output
     with torch.no_grad():
         model.embed.weight[:, 3 * 4:].zero_()  # patch layout (c p1 p2): channels 3..6 are known*x and known
-    assert torch.equal(model(x, c_noise, Cond(known=known)), model(x, c_noise, Cond()))
+    assert torch.equal(model(x, c_noise, Cond(known=known))[0], model(x, c_noise, Cond())[0])
 
 
 def test_labels_and_frame_interval_change_the_output():
     model = randomise(small_walt(num_classes=3), seed=4, std=0.15)
     x = video(1, 4, 3, 8, 8).expand(3, -1, -1, -1, -1)
-    out = model(x, torch.zeros(3), Cond(labels=torch.tensor([0, 2, DROPPED_LABEL])))
+    out = model(x, torch.zeros(3), Cond(labels=torch.tensor([0, 2, DROPPED_LABEL])))[0]
     assert not torch.allclose(out[0], out[1], atol=1e-4) and not torch.allclose(out[0], out[2], atol=1e-4)
     fps = model(x, torch.zeros(3), Cond(labels=torch.tensor([0, 2, DROPPED_LABEL]),
-                                        frame_interval=torch.full((3,), 1 / 8)))
+                                        frame_interval=torch.full((3,), 1 / 8)))[0]
     assert not torch.allclose(out, fps, atol=1e-4)
     with pytest.raises(ValueError, match="labels"):
-        model(x, torch.zeros(3), Cond())
+        model(x, torch.zeros(3), Cond())[0]
 
 
 def test_image_frames_are_processed_as_single_images():
@@ -92,14 +92,14 @@ def test_image_frames_are_processed_as_single_images():
     x = video(2, 4, 3, 8, 8, seed=6)
     c_noise = torch.tensor([0.3, -0.2])
     is_image = torch.tensor([True, False])
-    out = model(x, c_noise, Cond(is_image=is_image))
+    out = model(x, c_noise, Cond(is_image=is_image))[0]
     for t in range(4):
-        alone = model(x[:1, t:t + 1], c_noise[:1], Cond(is_image=torch.tensor([True])))
+        alone = model(x[:1, t:t + 1], c_noise[:1], Cond(is_image=torch.tensor([True])))[0]
         torch.testing.assert_close(out[0, t:t + 1], alone[0], rtol=1e-4, atol=1e-5)
     # the video next to the image is computed as it would be alone; flagged as an image it changes
-    video_alone = model(x[1:], c_noise[1:], Cond())
+    video_alone = model(x[1:], c_noise[1:], Cond())[0]
     torch.testing.assert_close(out[1], video_alone[0], rtol=1e-4, atol=1e-5)
-    as_image = model(x[1:], c_noise[1:], Cond(is_image=torch.tensor([True])))
+    as_image = model(x[1:], c_noise[1:], Cond(is_image=torch.tensor([True])))[0]
     assert (as_image - video_alone).abs().max() > 1e-3
 
 
@@ -112,14 +112,14 @@ def test_non_divisible_windows_raise_clear_errors():
         small_walt(window=(0, 3, 2))
     model = small_walt(num_frames=4, window=(2, 2, 2))
     with pytest.raises(ValueError, match=r"frames 3 is not divisible by 2"):
-        model(video(1, 3, 3, 8, 8), torch.zeros(1), Cond())  # fewer frames than built for: 3 is not 2k
-    assert model(video(1, 2, 3, 8, 8), torch.zeros(1), Cond()).shape == (1, 2, 3, 8, 8)
+        model(video(1, 3, 3, 8, 8), torch.zeros(1), Cond())[0]  # fewer frames than built for: 3 is not 2k
+    assert model(video(1, 2, 3, 8, 8), torch.zeros(1), Cond())[0].shape == (1, 2, 3, 8, 8)
     with pytest.raises(ValueError, match="built for up to 4 frames"):
-        model(video(1, 6, 3, 8, 8), torch.zeros(1), Cond())
+        model(video(1, 6, 3, 8, 8), torch.zeros(1), Cond())[0]
     with pytest.raises(ValueError, match="8x8"):
-        model(video(1, 2, 3, 8, 12), torch.zeros(1), Cond())
+        model(video(1, 2, 3, 8, 12), torch.zeros(1), Cond())[0]
     with pytest.raises(ValueError, match="channels"):
-        model(video(1, 2, 4, 8, 8), torch.zeros(1), Cond())
+        model(video(1, 2, 4, 8, 8), torch.zeros(1), Cond())[0]
 
 
 # Training: Denoiser, gradients, bf16, config ---------------------------------------------------------------
@@ -132,7 +132,7 @@ def test_denoiser_training_loss_backward_with_mask_and_images():
     known[0, :2] = True
     cond = Cond(labels=torch.tensor([0, 1, DROPPED_LABEL]), frame_interval=torch.tensor([0.125, 0.0, 0.125]),
                 known=known, known_x=x, is_image=torch.tensor([False, True, False]))
-    loss = model.loss(x, cond, generator=torch.Generator().manual_seed(0))
+    loss = model.loss(Batch(x, cond), generator=torch.Generator().manual_seed(0))
     loss.backward()
     assert torch.isfinite(loss)
     grads = {n: p.grad for n, p in model.named_parameters()}
@@ -150,7 +150,7 @@ def test_gradients_reach_every_parameter():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for _ in range(4):
         opt.zero_grad(set_to_none=True)
-        ((model(x, torch.tensor([-0.3, 0.4]), cond) - target) ** 2).mean().backward()
+        ((model(x, torch.tensor([-0.3, 0.4]), cond)[0] - target) ** 2).mean().backward()
         opt.step()
     silent = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert not silent, silent
@@ -161,9 +161,9 @@ def test_runs_under_bf16_autocast():
     x = video(2, 4, 3, 8, 8)
     cond = Cond(is_image=torch.tensor([True, False]))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(x, torch.zeros(2), cond)
+        out = model(x, torch.zeros(2), cond)[0]
     assert out.shape == x.shape and torch.isfinite(out).all()
-    torch.testing.assert_close(out.float(), model(x, torch.zeros(2), cond), rtol=0.1, atol=0.1)
+    torch.testing.assert_close(out.float(), model(x, torch.zeros(2), cond)[0], rtol=0.1, atol=0.1)
 
 
 def test_builds_from_config():
@@ -173,7 +173,7 @@ def test_builds_from_config():
     model = build_backbone(cfg)
     assert isinstance(model, WALT) and model.window == (0, 4, 4) and model.grid == (4, 4)
     assert model.modulation.rank == cfg.model.adaln_lora_rank
-    assert model(video(1, 2, 3, 16, 16), torch.zeros(1), Cond()).shape == (1, 2, 3, 16, 16)
+    assert model(video(1, 2, 3, 16, 16), torch.zeros(1), Cond())[0].shape == (1, 2, 3, 16, 16)
 
 
 # Paper presets on the meta device ---------------------------------------------------------------------------
@@ -212,4 +212,4 @@ def test_unknown_preset_and_toy_preset():
     kw = walt_config("toy")
     kw.update(num_frames=2)
     model = WALT(**kw)
-    assert model(video(1, 2, 3, 32, 32), torch.zeros(1), Cond()).shape == (1, 2, 3, 32, 32)
+    assert model(video(1, 2, 3, 32, 32), torch.zeros(1), Cond())[0].shape == (1, 2, 3, 32, 32)

@@ -1,4 +1,4 @@
-"""Tests for W.A.L.T's window attention, identity mask and AdaLN-LoRA (nano_videodiff/window_attention.py)."""
+"""Tests for W.A.L.T's window attention, identity mask and AdaLN-LoRA (nano_videodiff/backbones/window_attention.py)."""
 import itertools
 import math
 
@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from helpers import gen, randomise
 
-from nano_videodiff.layers import Attention
-from nano_videodiff.window_attention import (AdaLNLoRA, WindowAttentionLayer, adaln_lora_parameters,
+from nano_videodiff.backbones.layers import Attention
+from nano_videodiff.backbones.window_attention import (AdaLNLoRA, WindowAttentionLayer, adaln_lora_parameters,
                                              attention_pairs, resolve_window, window_merge, window_partition,
                                              window_self_attention)
 

@@ -13,8 +13,8 @@
 #
 # Paper: Snap Video, "Scaled Spatiotemporal Transformers for Text-to-Video Synthesis" (Menapace et al.,
 # CVPR 2024), Sec. 3.3 and the ablation of Table 3 (row iv vs. "Ours"). Code: `nano_videodiff/modality.py`
-# (`image_to_video`, `variable_frame_rate`, `joint_batch`), `train.py` (`TrainingData`, `make_batch`),
-# `nano_videodiff/vdt.py` (`conditioning_vector`), `nano_videodiff/generation.py` (`frame_interval`).
+# (`image_to_video`, `variable_frame_rate`, `joint_batch`), `nano_videodiff/training/batches.py` (`TrainingData`, `make_batch`),
+# `nano_videodiff/backbones/vdt.py` (`conditioning_vector`), `nano_videodiff/generation.py` (`frame_interval`).
 #
 # Video models are trained on images too: image data sets are larger and more varied than video ones.
 # The usual way gives images a mode of their own, without a time axis. Snap Video argues that this
@@ -37,7 +37,7 @@
 # This tutorial
 # 1. shows a video at its frame rate, the same footage at half the rate, and an image as a video
 #    (`intervals.png`);
-# 2. looks at a joint training batch from `train.make_batch`;
+# 2. looks at a joint training batch from `batches.make_batch`;
 # 3. shows how VDT hears the frame interval: the interval term of its conditioning vector;
 # 4. trains one small model jointly on images and videos (under a minute on 2 CPU cores);
 # 5. samples videos (interval 1/fps) and images (interval 0) from it with the same noise
@@ -57,10 +57,10 @@ import torch
 from _common import QUICK, check, out_dir, save_figure, shipped_or_trained  # also puts the repo root on sys.path
 
 import toy_data
-import train
 from nano_videodiff import modality
+from nano_videodiff.training.batches import TrainingData, make_batch
 from nano_videodiff.conditioning import Cond
-from nano_videodiff.config import resolve
+from nano_videodiff.training.presets import resolve
 from nano_videodiff.generation import generate
 from nano_videodiff.models import build_denoiser
 
@@ -148,15 +148,17 @@ for label, video in examples:
 # %% [markdown]
 # ## 2. A joint training batch
 #
-# `train.make_batch(cfg, data, step, rank, world, device)` builds the global batch of a training step.
+# `make_batch(cfg, data, step, rank, world, device)` (batches.py) builds the global batch of a training step, a
+# `Batch` with named fields (`x`, `cond`, `sigma`, `noise`, ...).
 # With `image_fraction = 0.5` exactly half the rows are images (T identical frames, interval 0), in a
 # random order; the other half are videos at interval `k/fps` with k in `1..max_frame_stride`. The
 # batch is a function of the step alone (a generator seeded by (seed, step)), so a resumed run sees the
 # same batches.
 
 # %%
-data = train.TrainingData(cfg)
-x, cond, sigma, noise, _ = train.make_batch(cfg, data, 0, 0, 1, "cpu")
+data = TrainingData(cfg)
+batch = make_batch(cfg, data, 0, 0, 1, "cpu")
+x, cond = batch.x, batch.cond
 static = (x == x[:, :1]).flatten(1).all(1)
 print(f"batch of {x.shape[0]} rows {tuple(x.shape[1:])}:")
 print("  frame interval (s):", [round(v, 3) for v in cond.frame_interval.tolist()])

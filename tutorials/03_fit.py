@@ -13,9 +13,9 @@
 #
 # Papers: Snap Video, "Scaled Spatiotemporal Transformers for Text-to-Video Synthesis" (Menapace et al.,
 # CVPR 2024), Sec. 3.4, Fig. 3, Appx. A, Table 8 and Table 2; FIT, "Far-reaching Interleaved
-# Transformers" (Chen & Li 2023); RIN (Jabri, Fleet & Chen 2022). Code: `nano_videodiff/fit.py` (the
-# backbone), `nano_videodiff/vdt.py` (the space-time transformer we compare with),
-# `nano_videodiff/config.py` (the `bouncing_balls_fit` and `bouncing_balls` presets).
+# Transformers" (Chen & Li 2023); RIN (Jabri, Fleet & Chen 2022). Code: `nano_videodiff/backbones/fit.py` (the
+# backbone), `nano_videodiff/backbones/vdt.py` (the space-time transformer we compare with),
+# `nano_videodiff/training/config.py` (the `bouncing_balls_fit` and `bouncing_balls` presets).
 #
 # A 16-frame 32x32 clip cut into 4x4-pixel patches is already 1,024 tokens; Snap Video's upsampler sees
 # 147,456. A transformer that lets every token attend to every other token pays for N^2 pairs, and even
@@ -63,9 +63,9 @@ from _common import QUICK, check, out_dir, save_figure  # also puts the reposito
 import toy_data
 from benchmarks.common import count_flops, load_average, machine_line
 from nano_videodiff.conditioning import Cond
-from nano_videodiff.config import get_preset
-from nano_videodiff.fit import group_patches
-from nano_videodiff.layers import Attention, Mlp
+from nano_videodiff.training.presets import get_preset
+from nano_videodiff.backbones.fit import group_patches
+from nano_videodiff.backbones.layers import Attention, Mlp
 from nano_videodiff.models import build_backbone, count_parameters
 
 OUT = out_dir("03")
@@ -106,8 +106,7 @@ def record(name, what="args"):
         if what == "args":
             shapes[name] = [tuple(a.shape) for a in args if torch.is_tensor(a)]
         else:
-            out = output[0] if isinstance(output, tuple) else output
-            shapes[name] = [tuple(out.shape)]
+            shapes[name] = [tuple(output.shape)]
     return hook
 
 
@@ -327,8 +326,7 @@ def make_step(model, frames):
 
     def step():
         model.zero_grad(set_to_none=True)
-        out = model(xb, c_noise, cond)
-        out = out[0] if isinstance(out, tuple) else out  # FIT also returns its latents
+        out, _ = model(xb, c_noise, cond)  # every backbone returns (out, state); FIT's state is its latents
         out.square().mean().backward()
     return step
 

@@ -13,8 +13,8 @@
 #
 # Paper: W.A.L.T, "Photorealistic Video Generation with Diffusion Models" (Gupta et al. 2023), Sec. 4.2
 # (window attention, identity mask), Sec. 4.3 (AdaLN-LoRA, Eq. 3), Sec. 5.2 (Tables 3b and 3d).
-# Code: `nano_videodiff/window_attention.py` (windows, the identity mask, AdaLN-LoRA),
-# `nano_videodiff/walt.py` (the backbone that stacks them), `benchmarks/window_attention.py`.
+# Code: `nano_videodiff/backbones/window_attention.py` (windows, the identity mask, AdaLN-LoRA),
+# `nano_videodiff/backbones/walt.py` (the backbone that stacks them), `benchmarks/window_attention.py`.
 #
 # A latent video of T x H x W tokens has N = T H W tokens; full self-attention costs N^2 query-key
 # pairs per layer, which for W.A.L.T's 5 x 16 x 16 latent is 1.6M pairs and for longer, larger videos
@@ -50,8 +50,8 @@ from nano_videodiff.hardware import resolve_dtype
 
 from benchmarks.common import load_average, machine_line, time_ms
 from benchmarks.window_attention import peak_allocated_bytes
-from nano_videodiff.walt import WALT, walt_config
-from nano_videodiff.window_attention import (WindowAttentionLayer, adaln_lora_parameters, attention_pairs,
+from nano_videodiff.backbones.walt import WALT, walt_config
+from nano_videodiff.backbones.window_attention import (WindowAttentionLayer, adaln_lora_parameters, attention_pairs,
                                              window_merge, window_partition)
 
 OUT = out_dir("04")

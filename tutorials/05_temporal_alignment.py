@@ -13,8 +13,8 @@
 #
 # Paper: Video LDM, "Align your Latents: High-Resolution Video Synthesis with Latent Diffusion Models"
 # (Blattmann et al., CVPR 2023), Sec. 3.1 (temporal layers, the mixing factor alpha, training only the
-# temporal layers), Sec. 3.1.1 (context frames) and Fig. 2. Code: `nano_videodiff/unet.py` (the image
-# model, an ADM U-Net), `nano_videodiff/temporal_alignment.py` (`VideoLDM`), `nano_videodiff/edm.py`,
+# temporal layers), Sec. 3.1.1 (context frames) and Fig. 2. Code: `nano_videodiff/backbones/unet.py` (the image
+# model, an ADM U-Net), `nano_videodiff/backbones/temporal_alignment.py` (`VideoLDM`), `nano_videodiff/edm.py`,
 # `nano_videodiff/sampler.py`.
 #
 # Image data is plentiful and image models are good. Video LDM reuses one:
@@ -56,12 +56,13 @@ import torch
 from _common import QUICK, check, out_dir, save_figure  # also puts the repository root on sys.path
 
 import toy_data
-from nano_videodiff.config import DataConfig
+from nano_videodiff.conditioning import Batch
+from nano_videodiff.training.config import DataConfig
 from nano_videodiff.edm import Denoiser
 from nano_videodiff.sampler import edm_sigmas, sample
-from nano_videodiff.temporal_alignment import TemporalConvBlock, VideoLDM
-from nano_videodiff.unet import UNet
-from nano_videodiff.video_io import frames_grid, save_png
+from nano_videodiff.backbones.temporal_alignment import TemporalConvBlock, VideoLDM
+from nano_videodiff.backbones.unet import UNet
+from nano_videodiff.evaluation.video_io import frames_grid, save_png
 
 OUT = out_dir("05")
 t_start = time.time()
@@ -97,7 +98,7 @@ def train(denoiser, data, steps, batch, lr, name=""):
     losses, t0 = [], time.time()
     for step in range(steps):
         x = toy_data.get_batch(data, range(step * batch, (step + 1) * batch))["video"]
-        loss = denoiser.loss(x, generator=g)
+        loss = denoiser.loss(Batch(x), generator=g)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -158,8 +159,8 @@ print(f"image model weights bit-identical after alignment: {unchanged}")
 noise = torch.randn(NUM_SAMPLES, T, 3, RES, RES, generator=torch.Generator().manual_seed(7))
 sigmas = edm_sigmas(SAMPLE_STEPS)
 with torch.no_grad():
-    from_image = sample(image_model, noise, sigmas).clamp(-1, 1)
-    from_video = sample(video_model, noise, sigmas).clamp(-1, 1)
+    from_image = sample(image_model.forward_with_state, noise, sigmas).clamp(-1, 1)
+    from_video = sample(video_model.forward_with_state, noise, sigmas).clamp(-1, 1)
 
 
 def frame_similarity(videos):
@@ -194,14 +195,13 @@ check("aligning the temporal layers makes consecutive frames more alike, closer 
 # aligned model lies in between, closer to the real clips the longer it aligns (a minute of CPU training
 # gets part of the way: balls that persist for a few frames, some still flickering). And alpha = 1 gives
 # the image model back
-# *bit-exactly*: `image_only = True` skips every temporal layer, and `cond.is_image` does the same per
+# *bit-exactly*: inside `with ldm.image_model():` (it sets `image_only = True`) every temporal layer is skipped,
+# and `cond.is_image` does the same per
 # sample, which is how images and videos can share one batch.
 
 # %%
-ldm.image_only = True
-with torch.no_grad():
+with torch.no_grad(), ldm.image_model():
     exact = torch.equal(video_model(x_check, torch.full((2,), 0.5)), image_model(x_check, torch.full((2,), 0.5)))
-ldm.image_only = False
 print(f"VideoLDM with alpha = 1 reproduces the image model bit-exactly: {exact}")
 
 # %% [markdown]

@@ -12,7 +12,7 @@
 # # 06 · One model, many tasks: VDT's unified spatial-temporal mask modeling
 #
 # Paper: VDT, "General-purpose Video Diffusion Transformers via Mask Modeling" (Lu et al., ICLR 2024),
-# Sec. 3. Code: `nano_videodiff/masking.py` (the masks and how they are applied), `nano_videodiff/vdt.py`
+# Sec. 3. Code: `nano_videodiff/masking.py` (the masks and how they are applied), `nano_videodiff/backbones/vdt.py`
 # (the backbone), `train.py` (the training loop that draws them).
 #
 # Video prediction, backward prediction, interpolation, image-to-video and inpainting look like different
@@ -40,13 +40,13 @@ import torch
 from _common import QUICK, check, out_dir, save_figure, shipped_or_trained  # also puts the repo root on sys.path
 
 import toy_data
-from nano_videodiff import masking
+from nano_videodiff import edm, masking
 from nano_videodiff.conditioning import Cond
-from nano_videodiff.config import get_preset
+from nano_videodiff.training.presets import get_preset
 from nano_videodiff.edm import add_noise, preconditioning
 from nano_videodiff.generation import generate, show_known
-from nano_videodiff.metrics import psnr
-from nano_videodiff.video_io import frames_grid
+from nano_videodiff.evaluation.metrics import psnr
+from nano_videodiff.evaluation.video_io import frames_grid
 
 OUT = out_dir("06")
 torch.manual_seed(0)
@@ -165,14 +165,14 @@ for i, task in enumerate(mixture.task_names):
 # the noisy sample elsewhere. With EDM preconditioning the network sees `c_in(sigma) * x_sigma`, where
 # `x_sigma = x + sigma * eps` and `c_in = 1 / sqrt(sigma^2 + sigma_data^2)`. Putting the clean `x` into
 # that slot at the current `c_in(sigma)` would shrink the context like `1 / sigma`: at sigma = 80 it would
-# be 80 times fainter than the noise around it. So (`masking.network_input`) known positions get the
+# be 80 times fainter than the noise around it. So (`edm.network_input`) known positions get the
 # clean content at the scale it has at the end of sampling, the sigma -> 0 limit
-# `c_in(0) * x = x / sigma_data`, at every noise level. The rest of the rule ("Applying a mask" at the
-# end of `masking.py`):
+# `c_in(0) * x = x / sigma_data`, at every noise level. The rest of the rule ("Given content in D" in
+# `edm.py`, next to the `Denoiser`):
 #
 # - the backbone is told which positions are known (`cond.known`; VDT adds a learned embedding);
-# - `D` returns the known content exactly (`masking.paste_known`), so the sampler gives it back bit-exactly;
-# - the loss averages over generated positions only (`masking.mean_over_generated`): VDT divides the
+# - `D` returns the known content exactly (`edm.paste_known`), so the sampler gives it back bit-exactly;
+# - the loss averages over generated positions only (`edm.mean_over_generated`): VDT divides the
 #   masked error by *all* positions, so its loss scale moves with the mask ratio; ours does not.
 #
 # The table compares the root-mean-square size of what the network sees at known positions, the naive
@@ -193,7 +193,7 @@ print(f"  {'sigma':>6} | {'noisy positions':>15} | {'known, naive c_in(sigma)*x'
 for sigma in (80.0, 5.0, 0.5, 0.05):
     c_in = preconditioning(torch.tensor([sigma]), sd)[2].item()
     noisy = c_in * add_noise(x, eps, torch.tensor([sigma]))   # what the network sees without a mask
-    ours = masking.network_input(noisy, Cond(known=known[:, :, :1], known_x=x), sd)  # what it sees with one
+    ours = edm.network_input(noisy, Cond(known=known[:, :, :1], known_x=x), sd)  # what it sees with one
     print(f"  {sigma:>6} | {rms(noisy, ~known):>15.2f} | {rms(c_in * x, known):>26.3f} | {rms(ours, known):>24.2f}")
 
 # %% [markdown]

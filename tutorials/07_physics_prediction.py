@@ -12,8 +12,8 @@
 # # 07 · Physics prediction: does the model know what happens next?
 #
 # Papers: Physion (Bear et al., NeurIPS 2021 Datasets & Benchmarks, arXiv 2106.08261) for the question,
-# VDT (Lu et al., ICLR 2024) for the setting. Code: `nano_videodiff/physics_eval.py` (the protocol),
-# `nano_videodiff/metrics.py` (the measurements), `toy_data/physion.py` (the clips).
+# VDT (Lu et al., ICLR 2024) for the setting. Code: `nano_videodiff/evaluation/physics_eval.py` (the protocol),
+# `nano_videodiff/evaluation/metrics.py` (the measurements), `toy_data/physion.py` (the clips).
 #
 # **Physion's question.** Physion shows short videos of physical events (a ball pushed into another,
 # a tower hit, a cloth draped over objects...) in which one object is red, the *agent*, and one is
@@ -55,12 +55,12 @@ import torch
 
 from _common import QUICK, TRAIN_HERE, check, out_dir, save_figure, shipped_checkpoint  # + repo root on sys.path
 
-import sample
-import train
-from nano_videodiff import physics_eval
-from nano_videodiff.config import resolve
-from nano_videodiff.metrics import radii_from_frames, trajectory_error
-from nano_videodiff.video_io import frames_grid
+import train  # the training program, run as a function (train.main)
+from nano_videodiff.evaluation import physics_eval
+from nano_videodiff.models import load_model
+from nano_videodiff.training.presets import resolve
+from nano_videodiff.evaluation.metrics import radii_from_frames, trajectory_error
+from nano_videodiff.evaluation.video_io import frames_grid
 
 OUT = out_dir("07")
 torch.manual_seed(0)
@@ -101,7 +101,7 @@ argv = ["--config=physion_collide", f"--out_dir={OUT / 'run'}", f"--cache_dir={O
         "--preview_every=0", "--log_every=25", "--ckpt_every=100000",
         *(f"--{key}={value}" for key, value in TRAIN.items())]
 if CKPT:
-    model, cfg = sample.load_model(CKPT)
+    model, cfg = load_model(CKPT)
     print(f"evaluating {CKPT} (trained elsewhere; NANO_VIDEODIFF_TRAIN=1 trains a small model here instead)")
 else:
     cfg = resolve(argv)[0]  # the config train.main will build from the same arguments

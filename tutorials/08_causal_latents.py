@@ -13,7 +13,7 @@
 #
 # Paper: W.A.L.T, "Photorealistic Video Generation with Diffusion Models" (Gupta et al. 2023), Sec. 4.1
 # and Table 3e, which takes its autoencoder from MAGVIT-v2 (Yu et al. 2023, "Language Model Beats
-# Diffusion: Tokenizer is Key to Visual Generation"). Code: `nano_videodiff/causal_vae.py`.
+# Diffusion: Tokenizer is Key to Visual Generation"). Code: `nano_videodiff/backbones/causal_vae.py`.
 #
 # W.A.L.T does not diffuse pixels. A 3D CNN first compresses a video of `1 + f_t k` frames of H x W pixels
 # into `1 + k` latent frames of (H/f_s) x (W/f_s) x c numbers (paper: 17 x 128^2 x 3 -> 5 x 16^2 x 8), and the
@@ -47,9 +47,9 @@ import torch
 from _common import QUICK, check, out_dir, save_figure  # also puts the repository root on sys.path
 
 import toy_data
-from nano_videodiff.causal_vae import CausalVAE
-from nano_videodiff.config import DataConfig
-from nano_videodiff.metrics import psnr
+from nano_videodiff.backbones.causal_vae import CausalVAE
+from nano_videodiff.training.config import DataConfig
+from nano_videodiff.evaluation.metrics import psnr
 
 OUT = out_dir("08")
 torch.manual_seed(0)

@@ -77,12 +77,12 @@ def shipped_or_trained(name: str, train_argv: list):
     one, else (or with NANO_VIDEODIFF_TRAIN=1, or in quick mode) ``train.main(train_argv)``'s EMA model."""
     import time
 
-    import sample
-    import train
-    from nano_videodiff.checkpoint import load_checkpoint
+    import train  # the training program itself, run as a function
+    from nano_videodiff.training.checkpoint import load_checkpoint
+    from nano_videodiff.models import load_model
     path = shipped_checkpoint(name)
     if path.exists() and not (QUICK or TRAIN_HERE):
-        model, cfg = sample.load_model(path)
+        model, cfg = load_model(path)
         steps = load_checkpoint(path)["step"]
         print(f"loaded {path} ({steps} steps; NANO_VIDEODIFF_TRAIN=1 retrains it here)")
         return model, cfg, steps

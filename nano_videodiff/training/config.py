@@ -1,12 +1,13 @@
-"""Configs: typed dataclasses in sections, named presets, and ``--key=value`` command-line overrides.
+"""Configs: typed dataclasses in sections, and the one ``--key=value`` parser of every script.
 
 A run is described by one ``Config`` with six sections (data, diffusion, model, task, optim, run). Field names
 are unique across sections, so the command line can say ``--depth=6`` (or ``--model.depth=6``).
 The resolved config is printed at start and saved in every checkpoint as a plain dict, from which
 ``sample.py`` rebuilds the model (``Config.from_dict`` rejects unknown keys with a clear error).
 
-Presets (``presets.py``, ``paper_configs.py``) are functions returning a full Config; ``PRESETS`` maps
-names to them.
+This module is a leaf: it imports nothing of the package. Presets (``presets.py``, ``paper_configs.py``) are
+functions returning a full Config; they import this module, and ``presets.resolve`` turns a command line
+into a Config.
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ class DiffusionConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "vdt"             # see nano_videodiff/models.py
+    backbone: str = "vdt"             # see nano_videodiff/backbones/__init__.py
     dim: int = 128                    # token width D
     depth: int = 4                    # transformer blocks
     heads: int = 4                    # attention heads
@@ -276,13 +277,13 @@ def apply_overrides(cfg: Config, overrides: Dict[str, str]) -> List[str]:
     return changed
 
 
-def parse_args(argv: List[str]) -> Tuple[str, Dict[str, str], bool]:
-    """Split ``--config=NAME --key=value --flag`` into (preset name, overrides, wants_help).
+def split_args(argv: List[str]) -> Tuple[Dict[str, str], bool]:
+    """The one command-line parser of every script: ``--key=value ... [-h]`` -> ({key: value}, wants_help).
 
-    A bare ``--flag`` means ``--flag=true`` (for booleans such as --resume).
+    A bare ``--flag`` means ``--flag=true`` (for booleans such as --resume). Values stay strings; the
+    dataclass field a key names gives its type (``apply_overrides``, ``parse_into``).
     """
-    from .presets import DEFAULT_PRESET
-    preset, overrides, wants_help = DEFAULT_PRESET, {}, False
+    values, wants_help = {}, False
     for arg in argv:
         if arg in ("-h", "--help"):
             wants_help = True
@@ -290,47 +291,41 @@ def parse_args(argv: List[str]) -> Tuple[str, Dict[str, str], bool]:
         if not arg.startswith("--"):
             raise ValueError(f"arguments look like --key=value; got {arg!r}")
         key, eq, value = arg[2:].partition("=")
-        if key == "config":
-            preset = value
-        else:
-            overrides[key] = value if eq else "true"
-    return preset, overrides, wants_help
+        values[key] = value if eq else "true"
+    return values, wants_help
 
 
-def help_text(cfg: Config, program: str) -> str:
-    from .presets import DEFAULT_PRESET, PRESETS
-    lines = [f"usage: python {program} [--config=NAME] [--key=value ...]",
-             f"presets: {', '.join(sorted(PRESETS))} (default: {DEFAULT_PRESET})",
-             "fields (value shown is the preset's):"]
-    for section_name in SECTIONS:
-        lines.append(f"  [{section_name}]")
-        for f in fields(SECTIONS[section_name]):
-            tname = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-            lines.append(f"    --{f.name}=<{tname}>  (default {getattr(getattr(cfg, section_name), f.name)!r})")
+def parse_into(options, values: Dict[str, str]):
+    """Set the fields of a dataclass instance (a script's options, e.g. sample.py's) from ``split_args``'s
+    strings, each converted to its field's type; an unknown key is an error that lists the valid ones."""
+    valid = {f.name: f for f in fields(options)}
+    for key, text in values.items():
+        if key not in valid:
+            raise ValueError(f"unknown option --{key}. Valid: {', '.join(valid)}")
+        setattr(options, key, parse_value(text, valid[key].type, key))
+    return options
+
+
+def _field_lines(options, indent: str) -> List[str]:
+    """One line per field of a dataclass instance: ``--name=<type>  (default value)``."""
+    lines = []
+    for f in fields(options):
+        tname = f.type if isinstance(f.type, str) else f.type.__name__  # a string under __future__ annotations
+        lines.append(f"{indent}--{f.name}=<{tname}>  (default {getattr(options, f.name)!r})")
+    return lines
+
+
+def options_help(options, usage: str) -> str:
+    """``usage``, then every option of a script's dataclass with its default (``python sample.py --help``)."""
+    return "\n".join([usage, *_field_lines(options, "  ")])
+
+
+def fields_help(cfg: Config) -> str:
+    """Every config field with its value in ``cfg``, section by section (``python train.py --help``)."""
+    lines = []
+    for name in SECTIONS:
+        lines += [f"  [{name}]", *_field_lines(getattr(cfg, name), "    ")]
     return "\n".join(lines)
 
 
-def resolve(argv: List[str], program: str = "train.py") -> Tuple[Config, List[str], bool]:
-    """Preset + overrides -> (Config, changed keys, wants_help)."""
-    preset, overrides, wants_help = parse_args(argv)
-    cfg = get_preset(preset)
-    changed = apply_overrides(cfg, overrides)
-    return cfg, changed, wants_help
-
-
 _ = typing  # the annotations above are strings (from __future__); parse_value maps them to types
-
-
-
-# The presets (presets.py, paper_configs.py) build on Config, so they are imported when first used.
-# ``config.get_preset``, ``config.PRESETS`` and ``config.DEFAULT_PRESET`` reach them from here.
-def get_preset(name: str) -> Config:
-    from .presets import get_preset as from_presets
-    return from_presets(name)
-
-
-def __getattr__(name: str):
-    if name in ("PRESETS", "DEFAULT_PRESET"):
-        from . import presets
-        return getattr(presets, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -119,7 +119,7 @@ def _full_options(**kw) -> StateDictOptions:
 def full_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     """Full, unsharded tensors on CPU with plain names. Under DDP/FSDP every rank must call it (it
     gathers); only rank 0 gets the tensors, the others get {}. Names are relative to ``model``: pass the
-    Denoiser (not TrainingLoss) so they match ``model.state_dict()`` of a plain model. In one process the
+    Denoiser (not the objective wrapping it) so they match ``model.state_dict()`` of a plain model. In one process the
     tensors are the parameters themselves, as with ``state_dict()``: save them before the next step."""
     state = get_model_state_dict(model, options=_full_options())
     return {k: v.detach().cpu() for k, v in strip_wrapper_prefixes(state).items()}

@@ -29,7 +29,8 @@ Choices, and where they differ from the paper / SVD:
   stream itself; we add it inside the attention branch so that the identity start is exact.
 - Image-only indicator (SVD's ``image_only_indicator``, our ``cond.is_image`` (B,)): alpha = 1 for those
   samples, computed like SVD as ``where(is_image, 1, sigmoid(mix_logit))`` (not sigmoid of the where).
-  ``image_only = True`` skips every temporal layer ("setting alpha = 1", Sec. 3.1): the image model.
+  ``image_only = True`` (or ``with model.image_model():``) skips every temporal layer ("setting alpha = 1",
+  Sec. 3.1): the image model.
 - Context (Sec. 3.1.1): c_S = (m_S * z, m_S), the masked frames concatenated with the mask, "processed
   with a learned downsampling operation" and fed channel-wise concatenated into the temporal layers. Here
   m_S is ``cond.known`` and the masked frames are the backbone's input at known positions (the Denoiser
@@ -43,14 +44,17 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from . import masking
-from .checkpoint import clean_state_dict, load_model_state
-from .conditioning import Cond
+from .. import masking
+from .base import Backbone
+from ..training.checkpoint import clean_state_dict, load_model_state
+from ..conditioning import Cond
 from .layers import Attention, Mlp, modulate, sincos_1d
 from .unet import AttentionBlock, ResBlock, UNet, group_norm, zero_init
 
@@ -166,10 +170,10 @@ class ContextEncoder(nn.Module):
         return features
 
 
-class VideoLDM(nn.Module):
+class VideoLDM(Backbone):
     """An image ``UNet`` with a temporal layer after each spatial layer (Video LDM Sec. 3.1).
 
-    Backbone contract (``models.py``): ``forward(x, c_noise, cond) -> out`` with out.shape == x.shape.
+    The backbone contract (backbone.py): ``forward(x, c_noise, cond) -> (out, None)``, out.shape == x.shape.
     Reads ``cond.labels`` (through the U-Net), ``cond.is_image`` (alpha = 1 for those samples) and
     ``cond.known`` (context frames, with the input at known positions as their content).
 
@@ -234,6 +238,19 @@ class VideoLDM(nn.Module):
                title="learned alpha per layer (blue: 3D conv, orange: attention)")
         ax.legend(fontsize=8)
 
+    @contextlib.contextmanager
+    def image_model(self):
+        """Inside, every temporal layer is skipped (alpha = 1, Sec. 3.1): exactly the frozen image model."""
+        self.image_only = True
+        try:
+            yield self
+        finally:
+            self.image_only = False
+
+    def load_pretrained(self, state: dict, what: str = "image model (U-Net)") -> None:
+        """``--init_from``: an image model's weights go into the spatial layers (``load_image_model``)."""
+        self.load_image_model(state)
+
     def load_image_model(self, state: dict) -> None:
         """Load an image model's U-Net weights into the spatial layers (strict, with a clear error).
 
@@ -255,14 +272,14 @@ class VideoLDM(nn.Module):
 
     # ---- forward ---------------------------------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Optional[Cond] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Optional[Cond] = None):
         cond = cond if cond is not None else Cond()
         self.unet.check_input(x)
         b, t, _, height, width = x.shape
         frames = rearrange(x, "b t c h w -> (b t) c h w")
         emb = self.unet.embed(c_noise, cond, b).repeat_interleave(t, dim=0)
         if self.image_only:
-            return rearrange(self.unet.forward_frames(frames, emb), "(b t) c h w -> b t c h w", b=b)
+            return rearrange(self.unet.forward_frames(frames, emb), "(b t) c h w -> b t c h w", b=b), None
         is_image = torch.zeros(b, dtype=torch.bool, device=x.device) if cond.is_image is None else cond.is_image
         is_image = is_image.to(x.device).bool().repeat_interleave(t)  # one flag per frame
         context = None
@@ -280,7 +297,7 @@ class VideoLDM(nn.Module):
             return self.temporal[key](z, emb, t, is_image, features)
 
         out = self.unet.forward_frames(frames, emb, after_spatial_layer)
-        return rearrange(out, "(b t) c h w -> b t c h w", b=b)
+        return rearrange(out, "(b t) c h w -> b t c h w", b=b), None  # no state between sampler steps
 
 
 def unet_baseline(**unet_kwargs) -> VideoLDM:

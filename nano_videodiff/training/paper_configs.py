@@ -45,7 +45,7 @@ def _snapvideo(name: str) -> Callable[[], Config]:
     uses 64x64 (a 16x16 patch grid, 4x4-patch groups). The parameter count moves by the size of the
     positional embedding only (+1.1M); ``fit.snapvideo_config`` keeps the exact 40x64 shape.
     """
-    from .fit import snapvideo_config
+    from ..backbones.fit import snapvideo_config
 
     def preset() -> Config:
         k = snapvideo_config(name)
@@ -58,7 +58,7 @@ def _snapvideo(name: str) -> Callable[[], Config]:
         m.fit_num_latents, m.fit_global_layers, m.fit_local_layers = (k["num_latents"], k["global_layers"],
                                                                       k["local_layers"])
         m.fit_group_h = m.fit_group_w = 4
-        m.fit_dropout, m.fit_self_cond_prob = k["dropout"], k["self_condition_prob"]
+        m.fit_dropout, m.fit_self_cond_prob = k["dropout"], 0.9  # RIN self-conditioning rate (Snap Video)
         cfg.diffusion.sigma_data, cfg.diffusion.sigma_in = 1.0, 0.0  # 0 = auto: s * sqrt(T)
         o = cfg.optim
         # Table 9: LAMB, lr 5e-3, betas 0.9/0.99, batch 4096 (half images), 550k steps, warm-up 10k,
@@ -78,6 +78,8 @@ def _walt(stage: str) -> Callable[[], Config]:
     (class-conditional; here the 8 toy Physion scenarios are the classes). Both read 5 x 16 x 16 latents
     with patch 1 and 5 x 8 x 8 spatiotemporal windows, AdaLN-LoRA r = 2, AdamW lr 5e-4 (Table 8).
     """
+    from ..backbones.walt import LATENT_INPUT, WALT_SIZES
+
     def preset() -> Config:
         cfg = Config()
         d, m = cfg.data, cfg.model
@@ -93,14 +95,15 @@ def _walt(stage: str) -> Callable[[], Config]:
             return cfg
         d.autoencoder = "out/walt_vae/ckpt.pt"
         cfg.diffusion.sigma_data = 1.0  # the latents are normalised to unit variance
-        m.backbone, m.patch_size, m.heads, m.adaln_lora_rank = "walt", 1, 16, 2
-        m.walt_window_t, m.walt_window_h, m.walt_window_w = 0, 8, 8
+        size, latent = WALT_SIZES[stage], LATENT_INPUT
+        m.backbone, m.depth, m.dim, m.heads = "walt", size["depth"], size["dim"], size["heads"]
+        m.patch_size, m.adaln_lora_rank, m.mlp_ratio = latent["patch_size"], latent["adaln_lora_rank"], latent["mlp_ratio"]
+        m.walt_window_t, m.walt_window_h, m.walt_window_w = 0, *latent["window"][1:]  # 0 = all 5 latent frames
         if stage == "walt_l":
-            m.depth, m.dim = 24, 1024
             cfg.task.masking, cfg.task.num_context = "predict", 5
             cfg.optim.max_steps = 270_000
         else:
-            m.depth, m.dim, d.num_classes = 28, 1152, 8
+            d.num_classes = 8  # the 8 toy Physion scenarios stand in for UCF-101's 101 classes
             cfg.optim.max_steps = 60_000
         return cfg
     return preset
@@ -109,7 +112,7 @@ def _walt(stage: str) -> Callable[[], Config]:
 def _unet_284m() -> Config:
     """Snap Video's U-Net baseline (Table 7): the 284M video U-Net (spatial U-Net + temporal layers, trained
     end to end) at the paper's first-stage resolution; our square 64x64 input (see ``_snapvideo``)."""
-    from .unet import unet_config
+    from ..backbones.unet import unet_config
     k = unet_config("unet_284m")
     cfg = _snapvideo("snapvideo_500m")()  # same data, diffusion framework and schedule as FIT
     m = cfg.model

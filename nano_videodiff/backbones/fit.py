@@ -38,11 +38,12 @@ Latent self-conditioning (RIN Sec. 3.2): ``Z = Z_init + LN_zero(FF(Z_prev))``, w
 weight and bias set to 0, so at init the path adds nothing. ``cond.self_cond`` holds Z_prev, the latents
 returned by the previous sampler step; ``None`` means "no previous latents" and is treated as zeros, as
 RIN does. The backbone returns ``(out, latents)``; the sampler puts the latents into ``cond.self_cond``
-at its next call. Training uses self-conditioning with probability ``self_condition_prob`` (0.9).
+at its next call. Training self-conditions a fraction of the samples: the Denoiser's ``self_condition_prob``
+(edm.py; 0.9 in Snap Video, ``--fit_self_cond_prob``).
 
 Resolution token: Snap Video embeds the *original* resolution of the training video (before resizing).
-Here it is ``cond.resolution`` ((B, 2) pixels, height and width) when the Cond has that field, otherwise
-the input's own H and W (then the token is a constant).
+The toy data is never resized, so here it is the input's own H and W: a constant token, kept so that the
+network has Snap Video's conditioning tokens and sizes.
 """
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .conditioning import Cond
+from .base import Backbone
+from ..conditioning import Cond
 from .layers import (Attention, LabelEmbedder, Mlp, ScalarEmbedder, check_video, frame_intervals, patchify,
                      unpatchify)
 
@@ -127,8 +129,8 @@ class FITBlock(nn.Module):
         return patches, latents
 
 
-class FIT(nn.Module):
-    """Backbone contract (``models.py``): ``forward(x, c_noise, cond) -> (out, latents)``.
+class FIT(Backbone):
+    """The backbone contract (backbone.py): ``forward(x, c_noise, cond) -> (out, latents)``.
 
     x:       (B, T, C, H, W), already scaled by c_in; T, H, W must be the sizes the model was built for.
     c_noise: (B,) = ln(sigma) / 4.
@@ -146,8 +148,7 @@ class FIT(nn.Module):
                  latent_heads: int = 4, num_latents: int = 64, group_size: Tuple[int, int] = (4, 4),
                  depth: int = 2, global_layers: int = 2, local_layers: int = 0,
                  cond_dim: Optional[int] = None, mlp_ratio: float = 4.0, num_classes: int = 0,
-                 qk_norm: bool = False, dropout: float = 0.0, self_condition_prob: float = 0.9,
-                 self_cond_mlp_ratio: float = 1.0):
+                 qk_norm: bool = False, dropout: float = 0.0, self_cond_mlp_ratio: float = 1.0):
         super().__init__()
         p, (gh, gw) = patch_size, group_size
         if height % p or width % p:
@@ -160,14 +161,11 @@ class FIT(nn.Module):
         if num_latents % num_groups:
             raise ValueError(f"num_latents {num_latents} must be divisible by the number of groups "
                              f"{num_groups}: the latents are split evenly over the groups")
-        if not 0.0 <= self_condition_prob <= 1.0:
-            raise ValueError(f"self_condition_prob must be in [0, 1], got {self_condition_prob}")
         cond_dim = cond_dim or dim
         self.in_channels, self.patch_size, self.dim, self.latent_dim = in_channels, p, dim, latent_dim
         self.num_frames, self.height, self.width = num_frames, height, width
         self.grid, self.group_size, self.num_groups = (grid_h, grid_w), (gh, gw), num_groups
         self.num_latents = num_latents
-        self.self_condition_prob = float(self_condition_prob)  # read by the Denoiser's training (RIN)
 
         patch_dim = in_channels * p * p
         self.embed = nn.Linear(patch_dim, dim)
@@ -197,31 +195,20 @@ class FIT(nn.Module):
 
     @classmethod
     def from_config(cls, model_cfg, data_cfg) -> "FIT":
-        """Build from ``ModelConfig``/``DataConfig``; FIT's own fields are read with defaults if absent."""
-        def get(name, default):
-            return getattr(model_cfg, name, default)
-        height = getattr(data_cfg, "height", 0) or data_cfg.resolution
-        width = getattr(data_cfg, "width", 0) or data_cfg.resolution
-        return cls(in_channels=data_cfg.channels, num_frames=data_cfg.num_frames, height=height, width=width,
-                   patch_size=model_cfg.patch_size, dim=model_cfg.dim, heads=model_cfg.heads,
-                   latent_dim=get("fit_latent_dim", 0) or model_cfg.dim,
-                   latent_heads=get("fit_latent_heads", 0) or model_cfg.heads,
-                   num_latents=get("fit_num_latents", 64),
-                   group_size=(get("fit_group_h", 4), get("fit_group_w", 4)),
-                   depth=model_cfg.depth, global_layers=get("fit_global_layers", 2),
-                   local_layers=get("fit_local_layers", 0), cond_dim=get("fit_cond_dim", 0) or None,
-                   mlp_ratio=model_cfg.mlp_ratio, num_classes=data_cfg.num_classes,
-                   qk_norm=model_cfg.qk_norm, dropout=get("fit_dropout", 0.0),
-                   self_condition_prob=get("fit_self_cond_prob", 0.9))
+        """Build from ``ModelConfig``'s ``fit_*`` fields (0 widths/heads = the patch tokens') and square frames."""
+        m, d = model_cfg, data_cfg
+        return cls(in_channels=d.channels, num_frames=d.num_frames, height=d.resolution, width=d.resolution,
+                   patch_size=m.patch_size, dim=m.dim, heads=m.heads, latent_dim=m.fit_latent_dim or m.dim,
+                   latent_heads=m.fit_latent_heads or m.heads, num_latents=m.fit_num_latents,
+                   group_size=(m.fit_group_h, m.fit_group_w), depth=m.depth, global_layers=m.fit_global_layers,
+                   local_layers=m.fit_local_layers, cond_dim=m.fit_cond_dim or None, mlp_ratio=m.mlp_ratio,
+                   num_classes=d.num_classes, qk_norm=m.qk_norm, dropout=m.fit_dropout)
 
     def conditioning_tokens(self, c_noise: torch.Tensor, cond: Cond, batch: int) -> torch.Tensor:
         """(B, Nc, cond_dim): [noise level, frame interval, resolution (, label)] tokens."""
         device = c_noise.device
         interval = frame_intervals(cond, batch, device)
-        size = getattr(cond, "resolution", None)
-        if size is None:
-            size = torch.tensor([self.height, self.width], dtype=torch.float32, device=device)
-        size = torch.as_tensor(size, device=device).float().expand(batch, 2)
+        size = torch.tensor([self.height, self.width], dtype=torch.float32, device=device).expand(batch, 2)
         tokens = [self.noise_embed(c_noise),
                   self.interval_embed(interval),
                   self.height_embed(size[:, 0].log()) + self.width_embed(size[:, 1].log())]
@@ -272,7 +259,7 @@ def _snap(dim, latent_dim, num_latents, head_ch, latent_head_ch):
     return dict(in_channels=3, num_frames=16, height=40, width=64, patch_size=4, dim=dim,
                 heads=dim // head_ch, latent_dim=latent_dim, latent_heads=latent_dim // latent_head_ch,
                 num_latents=num_latents, group_size=(5, 4), depth=6, global_layers=4, local_layers=0,
-                cond_dim=dim, mlp_ratio=4.0, dropout=0.1, self_condition_prob=0.9)
+                cond_dim=dim, mlp_ratio=4.0, dropout=0.1)
 
 
 SNAPVIDEO_PRESETS = {

@@ -1,6 +1,7 @@
-"""What a training run shows while it runs: preview videos sampled from the EMA model, and the loss curve.
+"""What a training run shows while it runs: EDM samples (Alg. 1) from the EMA model, and the loss curve.
 
-``train.py`` calls both at its checkpoints; they only read the model and write files (rank 0 only).
+``train.py`` calls them at its checkpoints through its objective (objectives.py): a denoiser writes samples,
+the autoencoder (W.A.L.T stage 1) reconstructions. They only read the model and write files (rank 0 only).
 """
 from __future__ import annotations
 
@@ -11,14 +12,27 @@ import torch
 
 import toy_data
 
-from . import masking
-from .edm import Denoiser
-from .generation import generate, show_known
-from .video_io import frames_grid, save_gif, save_png, video_grid
+from .. import masking
+from ..generation import generate, show_known
+from ..evaluation.video_io import frames_grid, save_gif, save_png, video_grid
+
+
+def _write(path: Path, panels: list, fps: float, one_column: bool) -> None:
+    """One GIF of the panels side by side (videos in rows) and a PNG of their frames."""
+    save_gif(path.with_suffix(".gif"), video_grid(torch.cat(panels, dim=-1), ncol=1 if one_column else None), fps=fps)
+    save_png(path.with_suffix(".png"), frames_grid(torch.stack(panels, 1).flatten(0, 1)), scale=2)
 
 
 @torch.no_grad()
-def write_preview(cfg, ema, device, dtype: str, path: Path) -> None:
+def write_reconstructions(cfg, autoencoder, device, path: Path) -> None:
+    """The autoencoder (W.A.L.T stage 1) on held-out clips: [input | reconstruction]."""
+    n, d = cfg.run.num_preview, cfg.data
+    clips = toy_data.get_batch(toy_data.build_dataset(d, "test"), range(n))["video"]
+    _write(path, [clips, autoencoder.reconstruct(clips.to(device)).clamp(-1, 1).cpu()], d.fps, one_column=True)
+
+
+@torch.no_grad()
+def write_samples(cfg, ema, device, dtype: str, path: Path) -> None:
     """Sample a few videos from the EMA model with fixed noise; write one GIF and a PNG of frames.
 
     A masked model (``--masking``) is shown predicting held-out clips: [given | output | truth].
@@ -27,12 +41,6 @@ def write_preview(cfg, ema, device, dtype: str, path: Path) -> None:
     n, d = cfg.run.num_preview, cfg.data
     labels = torch.arange(n) % d.num_classes if d.num_classes > 0 else None
     known = known_x = None
-    if not isinstance(ema, Denoiser):  # the autoencoder (W.A.L.T stage 1): [input | reconstruction]
-        clips = toy_data.get_batch(toy_data.build_dataset(d, "test"), range(n))["video"]
-        panels = [clips, ema.reconstruct(clips.to(device)).clamp(-1, 1).cpu()]
-        save_gif(path.with_suffix(".gif"), video_grid(torch.cat(panels, dim=-1), ncol=1), fps=d.fps)
-        save_png(path.with_suffix(".png"), frames_grid(torch.stack(panels, 1).flatten(0, 1)), scale=2)
-        return
     if cfg.task.masking != "none":
         batch = toy_data.get_batch(toy_data.build_dataset(d, "test"), range(n))
         known_x = batch["video"]
@@ -42,9 +50,7 @@ def write_preview(cfg, ema, device, dtype: str, path: Path) -> None:
     videos = generate(ema, cfg, n, known=known, known_x=known_x, labels=labels, steps=cfg.run.preview_steps,
                       seed=0, dtype=dtype, batch_size=n, device=device)
     panels = [videos] if known is None else [show_known(known_x, known), videos, known_x]
-    save_gif(path.with_suffix(".gif"), video_grid(torch.cat(panels, dim=-1), ncol=1 if known is not None else None),
-             fps=d.fps)
-    save_png(path.with_suffix(".png"), frames_grid(torch.stack(panels, 1).flatten(0, 1)), scale=2)
+    _write(path, panels, d.fps, one_column=known is not None)
 
 
 def plot_losses(log_path: Path, png_path: Path) -> None:

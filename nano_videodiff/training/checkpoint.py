@@ -32,7 +32,7 @@ def export_weights(path, out_path, dtype: torch.dtype = torch.float16, **extra) 
     uses) stored in ``dtype``, without the optimizer and RNG states; ``extra`` (e.g. metrics) is kept too.
 
     Floating-point tensors are cast to ``dtype`` (half precision halves the file); buffers that are not
-    floating point stay as they are. ``sample.load_model`` casts them back to float32 when it loads them.
+    floating point stay as they are. ``models.load_model`` casts them back to float32 when it loads them.
     """
     ckpt = load_checkpoint(path)
     if "config" not in ckpt or "ema" not in ckpt:

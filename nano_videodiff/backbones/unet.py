@@ -19,8 +19,8 @@ step pops one and concatenates it to its input (ADM's skip connections). Frames 
 module is an image model (T = 1) and the spatial part of a video model (``temporal_alignment.py``).
 
 Conditioning: emb = MLP(Fourier(c_noise)) (+ a label embedding), one vector per image that scales and
-shifts the second GroupNorm of every ResBlock. The backbone contract is the one in ``models.py``:
-``forward(x, c_noise, cond) -> out``; it reads ``cond.labels`` (if num_classes > 0) and ignores the rest:
+shifts the second GroupNorm of every ResBlock. The backbone contract is the one in ``backbone.py``:
+``forward(x, c_noise, cond) -> (out, None)``; it reads ``cond.labels`` (if num_classes > 0) and ignores the rest:
 known (context) frames reach it only as the clean content the Denoiser puts into its input, and an image
 model, seeing one frame at a time, cannot use them for the other frames.
 
@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .conditioning import Cond
+from .base import Backbone
+from ..conditioning import Cond
 from .layers import Attention, LabelEmbedder, ScalarEmbedder, check_video, modulate
 
 
@@ -141,8 +142,8 @@ class Step(nn.ModuleList):
         return h
 
 
-class UNet(nn.Module):
-    """Backbone contract (``models.py``): ``forward(x, c_noise, cond) -> out``, out.shape == x.shape.
+class UNet(Backbone):
+    """The backbone contract (backbone.py): ``forward(x, c_noise, cond) -> (out, None)``, out.shape == x.shape.
 
     x: (B, T, C, H, W), H and W divisible by 2^(levels-1); each frame is an independent image.
     c_noise: (B,) = ln(sigma) / 4.   cond: reads ``labels`` (if num_classes > 0), ignores the rest.
@@ -251,13 +252,13 @@ class UNet(nn.Module):
             h = step(torch.cat([h, skips.pop()], dim=1), emb, after_layer)
         return self.conv_out(F.silu(self.norm_out(h)))
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Optional[Cond] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Optional[Cond] = None):
         cond = cond if cond is not None else Cond()
         self.check_input(x)
         b, t = x.shape[:2]
         emb = self.embed(c_noise, cond, b).repeat_interleave(t, dim=0)  # the same embedding for every frame
         out = self.forward_frames(rearrange(x, "b t c h w -> (b t) c h w"), emb)
-        return rearrange(out, "(b t) c h w -> b t c h w", b=b)
+        return rearrange(out, "(b t) c h w -> b t c h w", b=b), None  # no state between sampler steps
 
 
 # Snap Video Table 7: the U-Net baselines (ADM adapted to video by interleaving temporal attention).

@@ -36,7 +36,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .conditioning import Cond
+from .base import Backbone
+from ..conditioning import Cond
 from .layers import (AdaLNModulation, LabelEmbedder, Mlp, ScalarEmbedder, check_video, conditioning_vector, modulate,
                      patchify, unpatchify)
 from .window_attention import AdaLNLoRA, WindowAttentionLayer, check_window
@@ -59,8 +60,8 @@ class WALTBlock(nn.Module):
         return x + gate_m * self.mlp(modulate(self.norm_mlp(x), shift_m, scale_m))
 
 
-class WALT(nn.Module):
-    """Backbone contract (``models.py``): ``forward(x, c_noise, cond) -> out`` with out.shape == x.shape.
+class WALT(Backbone):
+    """The backbone contract (backbone.py): ``forward(x, c_noise, cond) -> (out, None)``, out.shape == x.shape.
 
     x:       (B, T, C, H, W), already scaled by c_in; T <= num_frames, H = height, W = width.
     c_noise: (B,) = ln(sigma) / 4.
@@ -116,7 +117,7 @@ class WALT(nn.Module):
             frame = torch.where(is_image.to(frame.device)[:, None], 0, frame)
         return self.space_embed[None, None] + self.time_embed[frame][:, :, None, None]
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Optional[Cond] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Optional[Cond] = None):
         cond = cond if cond is not None else Cond()
         check_video(x, self.in_channels, self.patch_size)
         b, t, ch, h, w = x.shape
@@ -137,25 +138,42 @@ class WALT(nn.Module):
             tokens = block(tokens, modulation, cond.is_image)
         shift, scale = (m[:, None, None, None] for m in self.final_ada(c))
         out = self.final(modulate(self.final_norm(tokens), shift, scale))  # (B, T, H/p, W/p, C p^2)
-        return unpatchify(out.flatten(2, 3), p, ch, h, w)
+        return unpatchify(out.flatten(2, 3), p, ch, h, w), None  # no state between sampler steps
 
 
 # ----------------------------------------------------------------------------------------------
-# Paper-size presets (Table 1, Table 8; the layer/width mapping is our inference: 12 L d^2 ~ the stated size)
+# Paper sizes (Table 1, Table 8; the layer/width mapping is our inference: 12 L d^2 ~ the stated size),
+# written once: DiT-style one-line constructors, which ``paper_configs.py`` and the tests build from.
 # ----------------------------------------------------------------------------------------------
 
-_LATENT = dict(in_channels=8, num_frames=5, height=16, width=16, patch_size=1, window=(5, 8, 8),
-               adaln_lora_rank=2, mlp_ratio=4.0, qk_norm=True)  # 17x128x128 video -> 5x16x16x8 latent
-WALT_PRESETS = {
-    # Kinetics-600 frame prediction (no classes): 24 layers x 1024 x 16 heads; Table 1: 313M.
-    "walt_l": dict(_LATENT, dim=1024, depth=24, heads=16, num_classes=0),
-    # UCF-101 class-conditional (101 classes): 28 layers x 1152 x 16 heads; Table 1: 460M.
-    "walt_xl": dict(_LATENT, dim=1152, depth=28, heads=16, num_classes=101),
+WALT_SIZES = {
+    "walt_l": dict(depth=24, dim=1024, heads=16),   # Kinetics-600 frame prediction; Table 1: 313M
+    "walt_xl": dict(depth=28, dim=1152, heads=16),  # UCF-101 class-conditional; Table 1: 460M
+}
+# The paper's input: a 17x128x128 video -> 5x16x16 latents of 8 channels, patch 1, 5x8x8 windows.
+LATENT_INPUT = dict(in_channels=8, num_frames=5, height=16, width=16, patch_size=1, window=(5, 8, 8),
+                    adaln_lora_rank=2, mlp_ratio=4.0, qk_norm=True)
+# Classes of each paper model's dataset (a data setting, not a size: paper_configs.py uses its own 8).
+PAPER_CLASSES = {"walt_l": 0, "walt_xl": 101}
+
+
+def WALT_L(**kwargs) -> WALT:
+    return WALT(**WALT_SIZES["walt_l"], **kwargs)
+
+
+def WALT_XL(**kwargs) -> WALT:
+    return WALT(**WALT_SIZES["walt_xl"], **kwargs)
+
+
+WALT_MODELS = {"walt_l": WALT_L, "walt_xl": WALT_XL}
+PAPER_PARAMETERS = {"walt_l": 313e6, "walt_xl": 460e6}  # Table 1 (with each dataset's classes)
+
+WALT_PRESETS = {  # keyword arguments of the whole WALT, input and classes included
+    **{name: dict(LATENT_INPUT, **WALT_SIZES[name], num_classes=PAPER_CLASSES[name]) for name in WALT_SIZES},
     # Toy: 16 frames of 32x32 RGB, patch 4 -> 16 x 8 x 8 tokens, spatiotemporal windows 16 x 4 x 4.
     "toy": dict(in_channels=3, num_frames=16, height=32, width=32, patch_size=4, dim=128, depth=4, heads=4,
                 window=(0, 4, 4), adaln_lora_rank=2, num_classes=0),
 }
-PAPER_PARAMETERS = {"walt_l": 313e6, "walt_xl": 460e6}  # Table 1
 
 
 def walt_config(name: str) -> dict:

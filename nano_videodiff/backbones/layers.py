@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .conditioning import DROPPED_LABEL
-from .hardware import explicit_bf16_attention
+from ..conditioning import DROPPED_LABEL
+from ..hardware import explicit_bf16_attention
 
 
 # Up to this many keys, CPU bf16 attention is faster as two explicit matmuls than PyTorch's fused kernel

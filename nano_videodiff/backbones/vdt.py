@@ -39,7 +39,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .conditioning import Cond
+from .base import Backbone
+from ..conditioning import Cond
 from .layers import (AdaLNModulation, Attention, LabelEmbedder, Mlp, ScalarEmbedder, check_video, conditioning_vector,
                      modulate, patchify, sincos_1d, sincos_2d, unpatchify)
 
@@ -85,8 +86,8 @@ class VDTBlock(nn.Module):
         return x + g_m * self.mlp(modulate(self.norm_m(x), sh_m, sc_m))
 
 
-class VDT(nn.Module):
-    """Backbone contract (``models.py``): ``forward(x, c_noise, cond) -> out`` with out.shape == x.shape.
+class VDT(Backbone):
+    """The backbone contract (backbone.py): ``forward(x, c_noise, cond) -> (out, None)``, out.shape == x.shape.
 
     x:       (B, T, C, H, W), already scaled by c_in (unit variance); H, W divisible by patch_size.
     c_noise: (B,) = ln(sigma) / 4.
@@ -132,7 +133,7 @@ class VDT(nn.Module):
         """c = emb(c_noise) + emb(frame interval) + emb(label): one vector per video for adaLN."""
         return conditioning_vector(self.noise_embed, self.interval_embed, self.label_embed, c_noise, cond, batch)
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Optional[Cond] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Optional[Cond] = None):
         cond = cond if cond is not None else Cond()
         check_video(x, self.in_channels, self.patch_size)
         b, t, ch, h, w = x.shape
@@ -164,4 +165,4 @@ class VDT(nn.Module):
             tokens = block(tokens, c, context, context_mask)
         shift, scale = self.final_ada(c)
         out = self.final(modulate(self.final_norm(tokens), shift[:, None, None], scale[:, None, None]))
-        return unpatchify(out, p, ch, h, w)
+        return unpatchify(out, p, ch, h, w), None  # no state to carry between sampler steps

@@ -14,9 +14,17 @@ from tqdm.auto import tqdm
 
 import toy_data
 
-from . import latent, masking, modality
-from .conditioning import DROPPED_LABEL, Cond
-from .edm import sample_training_sigma
+from .. import latent, masking, modality
+from ..conditioning import DROPPED_LABEL, Batch, Cond
+from ..edm import sample_training_sigma
+
+
+# The per-step generators are seeded from (run seed, step). STEP_SEED_STRIDE is a prime above any step count,
+# so seed * STRIDE + step gives every (seed, step) pair of a run its own stream. The noise has a stream of its
+# own (NOISE_SEED_STRIDE, another prime), so that it does not shift when the draws before it change with the
+# data (task masks, strides, windows). Changing either value changes every run's random numbers.
+STEP_SEED_STRIDE = 1_000_003
+NOISE_SEED_STRIDE = 7919
 
 
 class TrainingData:
@@ -73,13 +81,13 @@ def encode_dataset(autoencoder, dataset, num_clips: int, device, batch_size: int
     return torch.cat(chunks)
 
 
-def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device):
-    """The global batch of ``step`` (the same whatever the world size), this rank's slice of it.
+def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device) -> Batch:
+    """The global batch of ``step`` (the same whatever the world size), this rank's slice of it, as a ``Batch``.
 
     With an autoencoder in ``data`` (latent diffusion, latent.py) the videos are latents (cached, or
     encoded on ``device`` here), and everything after (noise, masks) has the latent shape.
     """
-    g = torch.Generator().manual_seed(cfg.run.seed * 1_000_003 + step)
+    g = torch.Generator().manual_seed(cfg.run.seed * STEP_SEED_STRIDE + step)
     B = cfg.optim.batch_size
     if cfg.data.num_train_clips > 0:  # a fixed training set of N clips, sampled with replacement
         indices = torch.randint(cfg.data.num_train_clips, (B,), generator=g)
@@ -87,7 +95,9 @@ def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device
         indices = step * B + torch.arange(B)
     sigma = sample_training_sigma(B, cfg.diffusion.P_mean, cfg.diffusion.P_std, generator=g)
     drop = torch.rand(B, generator=g) < cfg.diffusion.label_dropout
-    self_cond_draw = torch.rand(B, generator=g)  # which samples use RIN self-conditioning (FIT)
+    # Which samples use RIN self-conditioning (only a Denoiser with self_condition_prob > 0 reads it). Drawn
+    # for every model, so that the draws after it (task masks) are the same whatever the backbone.
+    self_cond_draw = torch.rand(B, generator=g)
     mine = slice(rank * B // world, (rank + 1) * B // world)
     if data.varied:  # the batch's make-up (images vs videos, strides) is decided for the global batch
         batch = data.global_batch(cfg, indices, g)
@@ -105,7 +115,8 @@ def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device
     is_image = batch["frame_interval"] == 0 if cfg.data.image_fraction > 0 else None
     if data.autoencoder is not None and data.latents is None:
         x = latent.encode(data.autoencoder, x.to(device), None if is_image is None else is_image.to(device))
-    noise = torch.randn((B, *x.shape[1:]), generator=torch.Generator().manual_seed(cfg.run.seed * 7919 + step))
+    noise = torch.randn((B, *x.shape[1:]), generator=torch.Generator().manual_seed(cfg.run.seed * NOISE_SEED_STRIDE
+                                                                                    + step))
     labels = None
     if cfg.data.num_classes > 0:
         labels = torch.where(drop[mine], DROPPED_LABEL, batch["labels"].long())
@@ -119,5 +130,5 @@ def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device
         no_context = torch.rand(B, generator=g) < cfg.task.context_dropout
         known = known & ~no_context[:, None, None, None, None]
         cond = cond.replace(known=known[mine], known_x=x)
-    return (x.to(device), cond.to(device), sigma[mine].to(device), noise[mine].to(device),
-            self_cond_draw[mine].to(device))
+    return Batch(x=x.to(device), cond=cond.to(device), sigma=sigma[mine].to(device), noise=noise[mine].to(device),
+                 self_cond_draw=self_cond_draw[mine].to(device))

@@ -58,9 +58,9 @@ from typing import Optional
 import torch
 
 import toy_data
-from . import masking
-from .config import Config
-from .generation import generate, show_known
+from .. import masking
+from ..training.config import Config
+from ..generation import generate, show_known
 from .metrics import (constant_velocity_trajectories, contact_accuracy, contact_from_frames,
                       contact_from_trajectories, copy_last_frame, mmnist_mse_per_frame, object_centroids,
                       psnr, radii_from_frames, ssim, trajectory_error)

@@ -1,4 +1,5 @@
-"""Named presets: a function per experiment that returns a full ``Config`` (``python train.py --config=NAME``).
+"""Named presets: a function per experiment that returns a full ``Config`` (``python train.py --config=NAME``),
+and ``resolve``, which turns a command line (a preset and ``--key=value`` overrides) into a Config.
 
 Toy presets live here (CPU, minutes); the papers' full-size models are in ``paper_configs.py`` and are
 registered into the same ``PRESETS`` table. ``smoke`` runs in seconds (the tests use it);
@@ -7,12 +8,13 @@ registered into the same ``PRESETS`` table. ``smoke`` runs in seconds (the tests
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, List, Tuple
 
-from .config import Config
+from .config import Config, apply_overrides, fields_help, split_args
+from .paper_configs import PAPER_PRESETS
 
 # Pretrained toy checkpoints shipped with the repository (checkpoints/manifest.json says how each was made).
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"  # nano_videodiff/training/ -> the root
 
 def _bouncing_balls() -> Config:
     """Bouncing balls: 2 balls, 16 frames of 32x32, unconditional generation with a 1.8M-parameter VDT."""
@@ -205,18 +207,24 @@ PRESETS: Dict[str, Callable[[], Config]] = {
 for _name in ("bouncing_balls", "physion_collide", "moving_mnist"):
     PRESETS[f"{_name}_fit"] = _with_fit(PRESETS[_name], f"{_name}_fit")
 DEFAULT_PRESET = "physion_collide_main"
-
-
-def _register_paper_presets() -> None:
-    """The papers' full-size models (paper_configs.py)."""
-    from .paper_configs import PAPER_PRESETS
-    PRESETS.update(PAPER_PRESETS)
-
-
-_register_paper_presets()
+PRESETS.update(PAPER_PRESETS)  # the papers' full-size models (paper_configs.py)
 
 
 def get_preset(name: str) -> Config:
     if name not in PRESETS:
         raise ValueError(f"unknown config preset {name!r}; available: {', '.join(sorted(PRESETS))}")
     return PRESETS[name]()
+
+
+def resolve(argv: List[str]) -> Tuple[Config, List[str], bool]:
+    """``--config=NAME --key=value ...`` -> (the preset with the overrides applied, changed keys, wants_help)."""
+    overrides, wants_help = split_args(argv)
+    cfg = get_preset(overrides.pop("config", DEFAULT_PRESET))
+    changed = apply_overrides(cfg, overrides)
+    return cfg, changed, wants_help
+
+
+def help_text(cfg: Config, program: str) -> str:
+    return "\n".join([f"usage: python {program} [--config=NAME] [--key=value ...]",
+                      f"presets: {', '.join(sorted(PRESETS))} (default: {DEFAULT_PRESET})",
+                      "fields (value shown is the preset's):", fields_help(cfg)])

@@ -31,7 +31,7 @@ Our choices where W.A.L.T and MAGVIT-v2 say nothing we could confirm, each pinne
 How a trainer uses it (autoencoder stage, then latent diffusion)::
 
     vae = CausalVAE.from_config(cfg.model, cfg.data)           # checks the frame count and resolution
-    loss = vae.loss(batch["video"], is_image=batch.get("is_image"), generator=g)   # stage 1 step
+    loss = vae.loss(Batch(video, Cond(is_image=is_image)), generator=g)   # stage 1 step (train.py's contract)
     vae.fit_latent_stats(clips)                                # once, after stage 1; then save state_dict
     z = vae.to_latent(video, is_image)                         # stage 2: ~unit-variance (B, 1+k, c, h, w)
     video = vae.from_latent(z_generated, is_image)             # back to pixels in [-1, 1] (roughly)
@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+from ..conditioning import Batch
 
 
 def _log2(n: int, name: str) -> int:
@@ -301,10 +303,10 @@ class CausalVAE(nn.Module):
         kl = post.kl().mean()
         return dict(loss=reconstruction + self.kl_weight * kl, reconstruction=reconstruction, kl=kl)
 
-    def loss(self, x: torch.Tensor, generator: Optional[torch.Generator] = None,
-             is_image: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The scalar of ``loss_terms``."""
-        return self.loss_terms(x, is_image, generator)["loss"]
+    def loss(self, batch: Batch, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The training contract (``loss = model.loss(batch)``, as a Denoiser's): the scalar of ``loss_terms``
+        on ``batch.x``, with ``batch.cond.is_image``; the batch's diffusion fields are not used."""
+        return self.loss_terms(batch.x, batch.cond.is_image, generator)["loss"]
 
     # --- latent normalisation ---------------------------------------------------------------------------------
     @torch.no_grad()
