@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageSequence
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
