@@ -26,13 +26,10 @@ Clip contents (`generate_clip` and `PhysionDataset.__getitem__`):
 Each scenario has a fixed square camera view; it is scaled to fit min(H, W) and centred, so
 non-square frames show more floor (wide) or more sky and ground (tall) and discs stay round.
 """
-import glob
 import hashlib
 import json
 import multiprocessing
 import os
-import socket
-import tempfile
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -41,6 +38,8 @@ import numpy as np
 import pymunk
 import torch
 from tqdm import tqdm
+
+from nano_videodiff.files import atomic_write, remove_orphans
 
 from .physion_scenarios import (AGENT_RGB, AGENT_TYPE, BACKGROUND_RGB, BUILDERS, DISC, FLOOR,
                                 FLOOR_MARGIN, GRAVITY, ITERATIONS, MAX_TRIES, OTHER_RGBS,
@@ -229,48 +228,6 @@ def generate_clip(scenario, seed, num_frames=16, resolution=32, frame_stride=DEF
 
 # ------------------------------------------------------------------ cached dataset
 
-def _temp_prefix(path):
-    """Temporary files are named <file>.<host>.<pid>.<random>.tmp, so that a later run can tell whose
-    they are (a cache folder in a shared home directory may be written from several machines)."""
-    return f"{path.name}.{socket.gethostname()}.{os.getpid()}."
-
-
-def _remove_orphans(path):
-    """Delete temporary files of `path` whose writer, a process on this machine, is gone: a kill -9
-    mid-write skips the clean-up in `_atomic_save`, and each orphan can be as large as the cache."""
-    if os.name != "posix":  # os.kill(pid, 0) only probes on POSIX (on Windows it would terminate)
-        return
-    host = socket.gethostname()
-    for tmp in path.parent.glob(glob.escape(path.name) + ".*.tmp"):
-        writer, _, _random = tmp.name[len(path.name) + 1:-len(".tmp")].rpartition(".")
-        tmp_host, _, pid = writer.rpartition(".")
-        if tmp_host != host or not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)  # signal 0: no signal, only "does this process exist?"
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except PermissionError:  # it exists, as another user's process
-            pass
-
-
-def _atomic_save(path, write):
-    """Write through a temporary file in the same folder, then rename: readers never see half, and a
-    kill leaves the old file or the new one. fsync first, so that after a crash of the machine the
-    new name cannot point at data that never reached the disk."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 MAX_SIM_WORKERS = 8           # processes that simulate a large dataset in parallel (at most one per core)
 PARALLEL_SIM_MIN_CLIPS = 256  # smaller datasets are simulated in this process (starting workers costs ~1 s)
 
@@ -353,11 +310,11 @@ class PhysionDataset(torch.utils.data.Dataset):
         if self.data is None:
             root.mkdir(parents=True, exist_ok=True)
             for path in (self.path, self.meta_path):
-                _remove_orphans(path)
+                remove_orphans(path)  # a kill -9 mid-write leaves its temporary behind
             self.data = self._generate(progress)
-            _atomic_save(self.path, lambda f: np.savez_compressed(f, **self.data))
+            atomic_write(self.path, lambda f: np.savez_compressed(f, **self.data))
             meta = dict(self.params, positive_rate=float(self.data["contact"].mean()))
-            _atomic_save(self.meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+            atomic_write(self.meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
         self.frame_interval = frame_stride / SIM_FPS
         self.fps = SIM_FPS / frame_stride
 

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +13,7 @@ import torch
 from PIL import Image, ImageSequence
 
 from ..errors import UserError
+from ..files import atomic_write
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -50,19 +49,6 @@ def frames_grid(videos: torch.Tensor, pad: int = 1) -> torch.Tensor:
 def upscale(video: torch.Tensor, scale: int) -> torch.Tensor:
     """Nearest-neighbour enlargement so that 32-pixel videos are visible in a viewer."""
     return video.repeat_interleave(scale, -2).repeat_interleave(scale, -1) if scale > 1 else video
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder, then rename: a kill never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _skip_sub_blocks(data: bytes, pos: int) -> int:
@@ -131,7 +117,8 @@ def save_gif(path, video: torch.Tensor, fps: float = 8.0, scale: int = 4) -> Pat
     """Write a (T, C, H, W) video in [-1, 1] as a looping GIF with all T frames (see ``_gif_bytes``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, _gif_bytes(to_uint8(upscale(video, scale)), 1000.0 / fps))
+    data = _gif_bytes(to_uint8(upscale(video, scale)), 1000.0 / fps)
+    atomic_write(path, lambda f: f.write(data))  # a kill never leaves half a GIF
     return path
 
 
@@ -139,7 +126,8 @@ def save_png(path, image: torch.Tensor, scale: int = 4) -> Path:
     """Write a (C, H, W) image in [-1, 1] as a PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, iio.imwrite("<bytes>", to_uint8(upscale(image, scale)), extension=".png"))
+    data = iio.imwrite("<bytes>", to_uint8(upscale(image, scale)), extension=".png")
+    atomic_write(path, lambda f: f.write(data))
     return path
 
 
