@@ -14,9 +14,10 @@ from typing import Optional
 
 import torch
 
-from . import latent
+from . import latent, masking
 from .conditioning import Cond
 from .sampler import edm_sigmas, sample
+from .errors import UserError
 
 
 @torch.no_grad()
@@ -33,12 +34,13 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
     d, diff = cfg.data, cfg.diffusion
     device = torch.device(device or "cpu")
     if guidance not in ("label", "context"):
-        raise ValueError(f"guidance must be 'label' or 'context', got {guidance!r}")
+        raise UserError(f"guidance must be 'label' or 'context', got {guidance!r}")
     if cfg_scale != 1.0 and guidance == "label" and d.num_classes == 0:
-        raise ValueError("label guidance needs a model trained with labels; use guidance='context' for a "
-                         "masked model, or cfg_scale=1")
+        raise UserError("label guidance needs a model trained with labels; use guidance='context' for a "
+                        "masked model, or cfg_scale=1")
     if cfg_scale != 1.0 and guidance == "context" and known is None:
-        raise ValueError("context guidance needs given content (a task other than 'generate')")
+        raise UserError("context guidance needs given content (a task other than 'generate')")
+    check_guidance_branch_trained(cfg, cfg_scale, guidance)
     vae = model.autoencoder  # latent diffusion (latent.py): sample latents, then decode; None = pixels
     pixel_known, pixel_known_x = known, known_x
     if vae is not None:
@@ -75,6 +77,22 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
     if vae is not None and pixel_known is not None:  # given frames as given, not as reconstructed
         videos = torch.where(pixel_known.expand_as(videos), pixel_known_x, videos)
     return videos
+
+
+def check_guidance_branch_trained(cfg, cfg_scale: float, guidance: str) -> None:
+    """Guidance extrapolates from the branch without the label (or without the context): refuse it when
+    training never showed the model that branch, since its output there is untrained noise."""
+    if cfg_scale == 1.0:
+        return
+    if guidance == "context" and not masking.trains_without_context(cfg.task, cfg.data.num_frames):
+        raise UserError(f"--guidance=context with --cfg_scale={cfg_scale}: this model was trained with "
+                        f"--context_dropout=0 and --masking={cfg.task.masking}, so it never saw a clip without "
+                        "context and its context-free branch is untrained; use --cfg_scale=1, or train with "
+                        "--context_dropout=0.1")
+    if guidance == "label" and cfg.diffusion.label_dropout == 0:
+        raise UserError(f"--guidance=label with --cfg_scale={cfg_scale}: this model was trained with "
+                        "--label_dropout=0, so its label-free branch is untrained; use --cfg_scale=1, or train "
+                        "with --label_dropout=0.1")
 
 
 def show_known(known_x: torch.Tensor, known: torch.Tensor, fill: float = 0.0) -> torch.Tensor:

@@ -29,6 +29,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from .errors import UserError
+
 DTYPE_NAMES = ("auto", "bf16", "fp16", "fp32")
 PROBE_SIZE = 256          # the probe's square matmul: 33 MFLOP, milliseconds in either dtype where bf16 is fast
 PROBE_REPEATS = 5         # the probe keeps the fastest of this many runs (robust to a busy machine)
@@ -94,7 +96,7 @@ def explicit_bf16_attention() -> bool:
 def pick_device(name: str = "auto") -> torch.device:
     """``--device``: a name as given (cpu, cuda, cuda:1, mps), or for "auto" CUDA, then Apple MPS, then the CPU."""
     if name != "auto":
-        return torch.device(name)
+        return _existing_device(name)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():
@@ -102,10 +104,34 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def available_devices() -> list:
+    """The device names that work here, e.g. ["cpu", "cuda:0", "cuda:1"]."""
+    cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return ["cpu", *cuda, *(["mps"] if torch.backends.mps.is_available() else [])]
+
+
+def _existing_device(name: str) -> torch.device:
+    """``torch.device(name)`` if this machine has it. PyTorch itself only finds out at the first tensor, after the
+    data and the model were built, with "Found no NVIDIA driver"; we check first and name what there is."""
+    here = ", ".join(available_devices())
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device={name} is not a device name; devices here: {here} (or auto)") from None
+    index = 0 if device.index is None else device.index
+    exists = {"cpu": True, "meta": True,
+              "cuda": torch.cuda.is_available() and index < torch.cuda.device_count(),
+              "mps": torch.backends.mps.is_available()}.get(device.type, False)
+    if not exists:
+        raise UserError(f"--device={name}: there is no such device on this machine; devices here: {here}. "
+                        "Pass one of them, or --device=auto")
+    return device
+
+
 def resolve_dtype(name: str, device: torch.device) -> Precision:
     """``--dtype`` (auto | bf16 | fp16 | fp32) -> the precision to run at on ``device``, with the reason."""
     if name not in DTYPE_NAMES:
-        raise ValueError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {name!r}")
+        raise UserError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {name!r}")
     device = torch.device(device)
     if device.type == "cpu" and name in ("auto", "bf16"):
         fast, why = cpu_bf16_is_fast()  # also decides layers.attention's bf16 path

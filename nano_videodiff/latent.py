@@ -27,6 +27,7 @@ import torch
 
 from .backbones.causal_vae import CausalVAE, latent_frames
 from .training.checkpoint import load_checkpoint, load_model_state
+from .errors import UserError
 
 VAE_FIELDS = ("vae_channels", "vae_channel_mult", "vae_latent_channels", "vae_spatial_down",
               "vae_temporal_down")
@@ -42,7 +43,7 @@ def latent_data_config(cfg):
     if not uses_latents(cfg):
         return d
     if d.resolution % m.vae_spatial_down:
-        raise ValueError(f"--resolution={d.resolution} must be divisible by --vae_spatial_down={m.vae_spatial_down}")
+        raise UserError(f"--resolution={d.resolution} must be divisible by --vae_spatial_down={m.vae_spatial_down}")
     return replace(d, num_frames=latent_frames(d.num_frames, m.vae_temporal_down),
                    resolution=d.resolution // m.vae_spatial_down, channels=m.vae_latent_channels)
 
@@ -53,8 +54,8 @@ def latent_task_config(cfg):
     if not uses_latents(cfg) or t.num_context == 0:
         return t
     if (t.num_context - 1) % f:
-        raise ValueError(f"--num_context={t.num_context}: with a causal autoencoder (f_t = {f}) the given frames "
-                         f"must be 1 + {f}m (1, {1 + f}, {1 + 2 * f}, ...), so that they make whole latent frames")
+        raise UserError(f"--num_context={t.num_context}: with a causal autoencoder (f_t = {f}) the given frames "
+                        f"must be 1 + {f}m (1, {1 + f}, {1 + 2 * f}, ...), so that they make whole latent frames")
     return replace(t, num_context=1 + (t.num_context - 1) // f)
 
 
@@ -92,19 +93,19 @@ def load_autoencoder_weights(vae: CausalVAE, path: str, cfg) -> None:
     saved = ckpt.get("config", {})
     saved_model, saved_data = saved.get("model", {}), saved.get("data", {})
     if saved_model.get("backbone") != "causal_vae":
-        raise ValueError(f"--autoencoder={path} is not an autoencoder checkpoint (its backbone is "
-                         f"{saved_model.get('backbone')!r}); train one with --backbone=causal_vae")
+        raise UserError(f"--autoencoder={path} is not an autoencoder checkpoint (its backbone is "
+                        f"{saved_model.get('backbone')!r}); train one with --backbone=causal_vae")
     differ = [f"{k}: {saved_model.get(k)!r} vs {getattr(cfg.model, k)!r}" for k in VAE_FIELDS
               if saved_model.get(k) != getattr(cfg.model, k)]
     differ += [f"{k}: {saved_data.get(k)!r} vs {getattr(cfg.data, k)!r}" for k in ("channels", "resolution")
                if saved_data.get(k) != getattr(cfg.data, k)]
     if differ:
-        raise ValueError(f"--autoencoder={path} was trained with other settings ({'; '.join(differ)}); "
-                         "pass the same vae_* values (the walt_* presets share them with their stage 1)")
+        raise UserError(f"--autoencoder={path} was trained with other settings ({'; '.join(differ)}); "
+                        "pass the same vae_* values (the walt_* presets share them with their stage 1)")
     load_model_state(vae, ckpt["ema"], f"autoencoder ({path})")
     if not ckpt.get("latent_stats_fitted", False):
-        raise ValueError(f"{path} has no fitted latent statistics: its training did not finish. Resume it "
-                         "(--resume) to the end; train.py fits them after the last step")
+        raise UserError(f"{path} has no fitted latent statistics: its training did not finish. Resume it "
+                        "(--resume) to the end; train.py fits them after the last step")
 
 
 def latent_known(known: torch.Tensor, num_frames: int, temporal_down: int) -> torch.Tensor:
@@ -132,8 +133,8 @@ def check_latent_task(known: torch.Tensor, known_latent: torch.Tensor, num_frame
     frame_index = torch.arange(num_frames, device=known.device)
     outside = known.flatten(2).any(-1) & (frame_index[None] >= covered_frames.clamp(min=0)[:, None])
     if outside.any():
-        raise ValueError("in the latent space of a causal autoencoder only a prefix of 1 + f_t*m whole frames "
-                         f"can be given (f_t = {temporal_down}; latent frame j needs pixel frames 0..f_t*j): "
-                         f"use predict with --num_context in {{1, {1 + temporal_down}, {1 + 2 * temporal_down}, "
-                         "...}, animate with frame 0, or generate; interpolation, backward prediction and "
-                         "completion need a pixel-space model")
+        raise UserError("in the latent space of a causal autoencoder only a prefix of 1 + f_t*m whole frames "
+                        f"can be given (f_t = {temporal_down}; latent frame j needs pixel frames 0..f_t*j): "
+                        f"use predict with --num_context in {{1, {1 + temporal_down}, {1 + 2 * temporal_down}, "
+                        "...}, animate with frame 0, or generate; interpolation, backward prediction and "
+                        "completion need a pixel-space model")

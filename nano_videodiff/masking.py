@@ -32,6 +32,8 @@ from typing import Optional
 
 import torch
 
+from .errors import UserError
+
 _MIN_BLOCK_CELLS = 4                     # BEiT's min_num_patches: the smallest block it tries
 _LOG_ASPECT = (math.log(0.3), math.log(1 / 0.3))  # BEiT/VDT aspect-ratio range, sampled log-uniformly
 _BLOCK_ATTEMPTS = 10                     # BEiT's tries per block before giving up
@@ -259,6 +261,12 @@ def mixture_from_config(task_cfg, num_frames: int) -> Optional[MaskMixture]:
     if name == "vdt":
         return MaskMixture(task_kwargs=kwargs)
     if name not in TASKS:
-        raise ValueError(f"unknown masking {name!r}; use none, vdt or one of {', '.join(TASKS)}")
+        raise UserError(f"unknown masking {name!r}; use none, vdt or one of {', '.join(TASKS)}")
     return MaskMixture(probs={name: 1.0}, task_kwargs={name: kwargs[name]} if name in kwargs else {})
 
+
+def trains_without_context(task_cfg, num_frames: int) -> bool:
+    """Whether training shows the model clips with nothing given: the branch context guidance compares
+    against (``--context_dropout``, or a mixture that includes unconditional generation, as VDT's does)."""
+    mixture = mixture_from_config(task_cfg, num_frames)
+    return task_cfg.context_dropout > 0 or mixture is None or mixture.probs.get("generate", 0) > 0

@@ -13,13 +13,14 @@ from .edm import Denoiser, input_scale
 from .latent import build_frozen_autoencoder, latent_data_config, uses_latents
 from .training.checkpoint import load_checkpoint, load_model_state
 from .training.config import Config
+from .errors import UserError
 
 
 def build_backbone(cfg) -> nn.Module:
     """The backbone for the tensors it will see: pixels, or latents with ``--autoencoder`` (latent.py)."""
     if is_autoencoder(cfg):
-        raise ValueError("causal_vae is an autoencoder, not a diffusion backbone: train.py trains it with a "
-                         "reconstruction loss; use it for diffusion through --autoencoder=<its ckpt.pt>")
+        raise UserError("causal_vae is an autoencoder, not a diffusion backbone: train.py trains it with a "
+                        "reconstruction loss; use it for diffusion through --autoencoder=<its ckpt.pt>")
     return backbone_class(cfg.model.backbone).from_config(cfg.model, latent_data_config(cfg))
 
 
@@ -58,7 +59,7 @@ def load_model(ckpt_path, use_ema: bool = True, device="cpu"):
     which = "ema" if use_ema else "model"
     if "config" not in ckpt or which not in ckpt:
         shipped = "" if use_ema else " (a shipped checkpoint holds only the EMA weights: drop --use_ema=false)"
-        raise ValueError(f"{ckpt_path} is not a nano-videodiff checkpoint with config and {which} weights{shipped}")
+        raise UserError(f"{ckpt_path} is not a nano-videodiff checkpoint with config and {which} weights{shipped}")
     cfg = Config.from_dict(ckpt["config"])
     model = build_denoiser(cfg)
     load_model_state(model, ckpt[which], "EMA" if use_ema else "model")

@@ -70,7 +70,7 @@ def test_atomic_save_keeps_old_checkpoint_when_writing_fails(tmp_path, monkeypat
     save_checkpoint(path, {"step": 1})
 
     def broken_save(obj, f, *a, **k):
-        open(f, "wb").write(b"partial")
+        f.write(b"partial")  # save_checkpoint hands torch.save the open temporary file
         raise OSError("disk full")
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError):

@@ -10,6 +10,8 @@ from typing import Dict, Sequence
 
 import torch
 
+from nano_videodiff.errors import UserError
+
 # Offset added to the data seed for held-out clips, so train and test never share a clip.
 TEST_SEED_OFFSET = 1_000_003
 
@@ -28,7 +30,7 @@ def build_dataset(data_cfg, split: str = "train"):
         from .physion import SIM_FPS, PhysionDataset
         stride = SIM_FPS / d.fps
         if abs(stride - round(stride)) > 1e-6:
-            raise ValueError(f"toy Physion runs at {SIM_FPS} fps: fps must divide it (e.g. 10 -> every 3rd frame)")
+            raise UserError(f"toy Physion runs at {SIM_FPS} fps: fps must divide it (e.g. 10 -> every 3rd frame)")
         num = d.num_train_clips if split == "train" else d.num_test_clips
         return PhysionDataset(scenario=d.scenario, num_clips=num or 2048, num_frames=d.num_frames,
                               resolution=d.resolution, seed=d.data_seed, split=split,
@@ -38,7 +40,7 @@ def build_dataset(data_cfg, split: str = "train"):
         return MovingMNIST(num_frames=d.num_frames, resolution=d.resolution, num_digits=d.num_balls,
                            root=d.data_root or None, seed=d.data_seed, split=split,
                            frame_interval=1.0 / d.fps, length=10**9 if split == "train" else 10_000)
-    raise ValueError(f"unknown dataset {d.dataset!r}; available: {', '.join(DATASETS)}")
+    raise UserError(f"unknown dataset {d.dataset!r}; available: {', '.join(DATASETS)}")
 
 
 DATASETS = ("bouncing_balls", "physion", "moving_mnist")

@@ -39,6 +39,7 @@ import pymunk
 import torch
 from tqdm import tqdm
 
+from nano_videodiff.errors import UserError
 from nano_videodiff.files import atomic_write, remove_orphans
 
 from .physion_scenarios import (AGENT_RGB, AGENT_TYPE, BACKGROUND_RGB, BUILDERS, DISC, FLOOR,
@@ -287,7 +288,7 @@ class PhysionDataset(torch.utils.data.Dataset):
         names = list(SCENARIOS) if scenario == "all" else [scenario] if isinstance(scenario, str) \
             else list(scenario)
         if not names or any(n not in SCENARIOS for n in names):
-            raise ValueError(f"scenario must be 'all' or names from {SCENARIOS}, got {scenario!r}")
+            raise UserError(f"scenario must be 'all' or names from {SCENARIOS}, got {scenario!r}")
         if split not in ("train", "test") or not 0 < num_clips <= 1_000_000:
             raise ValueError("split must be 'train' or 'test' and 0 < num_clips <= 1e6")
         h, w = _hw(resolution)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 
 from .base import Backbone
+from ..errors import UserError
 
 # backbone name -> "module:Class"; the class is a ``Backbone``. New backbones register here. Imported on
 # first use, so one backbone's module never slows down another's start.
@@ -30,7 +31,7 @@ AUTOENCODER = "causal_vae"
 
 def backbone_class(name: str) -> type:
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(BACKBONES))}")
+        raise UserError(f"unknown backbone {name!r}; available: {', '.join(sorted(BACKBONES))}")
     module, cls = BACKBONES[name].split(":")
     return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 

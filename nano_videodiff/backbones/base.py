@@ -29,6 +29,7 @@ from torch import nn
 
 from ..training.checkpoint import load_model_state
 from ..conditioning import Cond
+from ..errors import UserError
 
 
 class Backbone(nn.Module):
@@ -49,6 +50,6 @@ class Backbone(nn.Module):
     @contextlib.contextmanager
     def image_model(self):
         """Run as the image model inside (Video LDM Sec. 3.1). Only Video LDM has one; the others refuse."""
-        raise ValueError(f"{type(self).__name__} is not built on an image model: only Video LDM "
-                         "(--backbone=videoldm) can be sampled without its temporal layers")
+        raise UserError(f"{type(self).__name__} is not built on an image model: only Video LDM "
+                        "(--backbone=videoldm) can be sampled without its temporal layers")
         yield  # unreachable: makes this a generator for contextmanager

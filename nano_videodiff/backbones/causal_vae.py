@@ -48,11 +48,12 @@ from einops import rearrange
 from torch import nn
 
 from ..conditioning import Batch
+from ..errors import UserError
 
 
 def _log2(n: int, name: str) -> int:
     if isinstance(n, bool) or int(n) != n or n < 1 or int(n) & (int(n) - 1):
-        raise ValueError(f"{name} must be a power of 2 (1, 2, 4, 8, ...), got {n!r}")
+        raise UserError(f"{name} must be a power of 2 (1, 2, 4, 8, ...), got {n!r}")
     return int(n).bit_length() - 1
 
 
@@ -61,8 +62,8 @@ def latent_frames(num_frames: int, temporal_down: int) -> int:
     if isinstance(num_frames, bool) or int(num_frames) != num_frames or num_frames < 1 \
             or (num_frames - 1) % temporal_down:
         counts = ", ".join(str(1 + temporal_down * k) for k in (0, 1, 2, 4, 8))
-        raise ValueError(f"{num_frames} frames cannot be encoded with temporal factor f_t={temporal_down}: use "
-                         f"1 + {temporal_down}k frames: {counts}, ... (the first frame is its own latent frame)")
+        raise UserError(f"{num_frames} frames cannot be encoded with temporal factor f_t={temporal_down}: use "
+                        f"1 + {temporal_down}k frames: {counts}, ... (the first frame is its own latent frame)")
     return 1 + (int(num_frames) - 1) // temporal_down
 
 
@@ -199,8 +200,8 @@ class CausalVAE(nn.Module):
         levels = 1 + max(spatial_steps, temporal_steps)
         mult = [int(m) for m in channel_mult]
         if not 1 <= len(mult) <= levels:
-            raise ValueError(f"channel_mult {mult} has {len(mult)} entries but f_s={spatial_down}, "
-                             f"f_t={temporal_down} give {levels} levels: pass 1 to {levels} multipliers")
+            raise UserError(f"channel_mult {mult} has {len(mult)} entries but f_s={spatial_down}, "
+                            f"f_t={temporal_down} give {levels} levels: pass 1 to {levels} multipliers")
         widths = [channels * mult[min(i, len(mult) - 1)] for i in range(levels)]  # the last one repeats
         self.spatial_down, self.temporal_down, self.latent_channels = spatial_down, temporal_down, latent_channels
         self.kl_weight = kl_weight

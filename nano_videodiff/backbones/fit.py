@@ -57,6 +57,7 @@ from .base import Backbone
 from ..conditioning import Cond
 from .layers import (Attention, LabelEmbedder, Mlp, ScalarEmbedder, check_video, frame_intervals, patchify,
                      unpatchify)
+from ..errors import UserError
 
 
 def group_patches(tokens: torch.Tensor, grid_h: int, group: Tuple[int, int]) -> torch.Tensor:
@@ -152,15 +153,15 @@ class FIT(Backbone):
         super().__init__()
         p, (gh, gw) = patch_size, group_size
         if height % p or width % p:
-            raise ValueError(f"frame {height}x{width} is not divisible by the patch size {p}")
+            raise UserError(f"frame {height}x{width} is not divisible by the patch size {p}")
         grid_h, grid_w = height // p, width // p
         if grid_h % gh or grid_w % gw:
-            raise ValueError(f"the {grid_h}x{grid_w} patch grid ({height}x{width} px, patch {p}) is not "
-                             f"divisible by the group tile {gh}x{gw} patches")
+            raise UserError(f"the {grid_h}x{grid_w} patch grid ({height}x{width} px, patch {p}) is not "
+                            f"divisible by the group tile {gh}x{gw} patches")
         num_groups = (grid_h // gh) * (grid_w // gw)
         if num_latents % num_groups:
-            raise ValueError(f"num_latents {num_latents} must be divisible by the number of groups "
-                             f"{num_groups}: the latents are split evenly over the groups")
+            raise UserError(f"num_latents {num_latents} must be divisible by the number of groups "
+                            f"{num_groups}: the latents are split evenly over the groups")
         cond_dim = cond_dim or dim
         self.in_channels, self.patch_size, self.dim, self.latent_dim = in_channels, p, dim, latent_dim
         self.num_frames, self.height, self.width = num_frames, height, width

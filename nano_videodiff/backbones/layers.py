@@ -16,6 +16,7 @@ from torch import nn
 
 from ..conditioning import DROPPED_LABEL
 from ..hardware import explicit_bf16_attention
+from ..errors import UserError
 
 
 # Up to this many keys, CPU bf16 attention is faster as two explicit matmuls than PyTorch's fused kernel
@@ -52,7 +53,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, qk_norm: bool = False, context_dim: Optional[int] = None):
         super().__init__()
         if dim % heads:
-            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+            raise UserError(f"dim {dim} is not divisible by heads {heads}")
         self.heads, self.head_dim = heads, dim // heads
         self.to_q = nn.Linear(dim, dim)
         self.to_kv = nn.Linear(context_dim or dim, 2 * dim)

@@ -57,6 +57,7 @@ from ..training.checkpoint import clean_state_dict, load_model_state
 from ..conditioning import Cond
 from .layers import Attention, Mlp, modulate, sincos_1d
 from .unet import AttentionBlock, ResBlock, UNet, group_norm, zero_init
+from ..errors import UserError
 
 ALPHA_INIT_LOGIT = 0.5  # SVD's merge_factor with merge_strategy "learned_with_images": alpha = sigmoid(0.5)
 
@@ -187,7 +188,7 @@ class VideoLDM(Backbone):
                  context: bool = True, mlp_ratio: float = 4.0, dropout: float = 0.0):
         super().__init__()
         if context and not temporal_conv:
-            raise ValueError("context frames enter through the 3D-conv blocks: context=True needs temporal_conv")
+            raise UserError("context frames enter through the 3D-conv blocks: context=True needs temporal_conv")
         self.unet = unet
         self.image_only = False
         base = unet.conv_in.out_channels
@@ -267,8 +268,8 @@ class VideoLDM(Backbone):
         try:
             load_model_state(self.unet, state, "image model (U-Net)")  # strict, says what differs
         except ValueError as e:
-            raise ValueError(f"{e} A VideoLDM loads an image model trained with --backbone=unet and the same "
-                             "unet_* settings, channels, resolution and num_classes.") from None
+            raise UserError(f"{e} A VideoLDM loads an image model trained with --backbone=unet and the same "
+                            "unet_* settings, channels, resolution and num_classes.") from None
 
     # ---- forward ---------------------------------------------------------------------------------------
 

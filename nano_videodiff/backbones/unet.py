@@ -42,6 +42,7 @@ from torch import nn
 from .base import Backbone
 from ..conditioning import Cond
 from .layers import Attention, LabelEmbedder, ScalarEmbedder, check_video, modulate
+from ..errors import UserError
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -214,8 +215,8 @@ class UNet(Backbone):
                    heads=m.heads, num_classes=data_cfg.num_classes, dropout=m.unet_dropout)
         factor = 2 ** (unet.num_levels - 1)
         if data_cfg.resolution % factor:
-            raise ValueError(f"--resolution={data_cfg.resolution} must be divisible by {factor} for a U-Net "
-                             f"with {unet.num_levels} levels (--unet_channel_mult={m.unet_channel_mult})")
+            raise UserError(f"--resolution={data_cfg.resolution} must be divisible by {factor} for a U-Net "
+                            f"with {unet.num_levels} levels (--unet_channel_mult={m.unet_channel_mult})")
         return unet
 
     def spatial_layers(self) -> list:

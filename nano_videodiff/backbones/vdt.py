@@ -43,6 +43,7 @@ from .base import Backbone
 from ..conditioning import Cond
 from .layers import (AdaLNModulation, Attention, LabelEmbedder, Mlp, ScalarEmbedder, check_video, conditioning_vector,
                      modulate, patchify, sincos_1d, sincos_2d, unpatchify)
+from ..errors import UserError
 
 
 CONDITIONING = ("concat", "adaln", "cross_attention")
@@ -99,7 +100,7 @@ class VDT(Backbone):
                  conditioning: str = "concat"):
         super().__init__()
         if conditioning not in CONDITIONING:
-            raise ValueError(f"unknown conditioning {conditioning!r}; choose from {', '.join(CONDITIONING)}")
+            raise UserError(f"unknown conditioning {conditioning!r}; choose from {', '.join(CONDITIONING)}")
         self.conditioning = conditioning
         self.in_channels, self.patch_size, self.dim = in_channels, patch_size, dim
         patch_dim = in_channels * patch_size**2

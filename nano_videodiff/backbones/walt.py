@@ -41,6 +41,7 @@ from ..conditioning import Cond
 from .layers import (AdaLNModulation, LabelEmbedder, Mlp, ScalarEmbedder, check_video, conditioning_vector, modulate,
                      patchify, unpatchify)
 from .window_attention import AdaLNLoRA, WindowAttentionLayer, check_window
+from ..errors import UserError
 
 
 class WALTBlock(nn.Module):
@@ -77,7 +78,7 @@ class WALT(Backbone):
                  adaln_lora_rank: int = 2):
         super().__init__()
         if height % patch_size or width % patch_size:
-            raise ValueError(f"frames {height}x{width} are not divisible by the patch size {patch_size}")
+            raise UserError(f"frames {height}x{width} are not divisible by the patch size {patch_size}")
         self.in_channels, self.patch_size, self.dim, self.num_frames = in_channels, patch_size, dim, num_frames
         self.grid = (height // patch_size, width // patch_size)
         self.window = tuple(window)

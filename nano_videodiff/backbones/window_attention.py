@@ -42,6 +42,7 @@ from einops import rearrange
 from torch import nn
 
 from .layers import Attention, modulate
+from ..errors import UserError
 
 Window = Tuple[int, int, int]
 KINDS = ("spatial", "spatiotemporal")
@@ -54,7 +55,7 @@ KINDS = ("spatial", "spatiotemporal")
 def resolve_window(window: Sequence[int], grid: Sequence[int]) -> Window:
     """``(wt, wh, ww)`` with every 0 replaced by the grid's extent ``(T, H, W)`` on that axis."""
     if len(window) != 3 or any(int(w) < 0 for w in window):
-        raise ValueError(f"a window is 3 non-negative sizes (frames, height, width); got {tuple(window)}")
+        raise UserError(f"a window is 3 non-negative sizes (frames, height, width); got {tuple(window)}")
     return tuple(int(g) if int(w) == 0 else int(w) for w, g in zip(window, grid))
 
 
@@ -64,10 +65,10 @@ def check_window(window: Sequence[int], grid: Sequence[int], what: str = "window
     bad = [f"{axis} {g} is not divisible by {w}" for axis, g, w in zip(("frames", "height", "width"), grid, resolved)
            if g % w]
     if bad:
-        raise ValueError(f"the token grid {'x'.join(map(str, grid))} (frames x height x width) cannot be cut into "
-                         f"{what}s of {'x'.join(map(str, resolved))}: {'; '.join(bad)}. Choose window sizes that "
-                         "divide the grid (--walt_window_t/--walt_window_h/--walt_window_w; 0 = the whole axis) "
-                         "or change the number of frames / resolution / patch size")
+        raise UserError(f"the token grid {'x'.join(map(str, grid))} (frames x height x width) cannot be cut into "
+                        f"{what}s of {'x'.join(map(str, resolved))}: {'; '.join(bad)}. Choose window sizes that "
+                        "divide the grid (--walt_window_t/--walt_window_h/--walt_window_w; 0 = the whole axis) "
+                        "or change the number of frames / resolution / patch size")
     return resolved
 
 

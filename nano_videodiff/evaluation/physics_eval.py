@@ -64,6 +64,7 @@ from ..generation import generate, show_known
 from .metrics import (constant_velocity_trajectories, contact_accuracy, contact_from_frames,
                       contact_from_trajectories, copy_last_frame, mmnist_mse_per_frame, object_centroids,
                       psnr, radii_from_frames, ssim, trajectory_error)
+from ..errors import UserError
 
 PSNR_CAP_DB = 100.0  # above any two distinct 8-bit frames up to 128x128 RGB (one grey level apart: 95 dB)
 STATE_CONTACT_MARGIN_PX = 0.1  # the engine's collision slop: shapes this close count as touching
@@ -81,7 +82,7 @@ def context_length(cfg: Config, num_context: int = 0) -> int:
     t = cfg.data.num_frames
     k = num_context or cfg.task.num_context or t // 2
     if not 0 < k < t:
-        raise ValueError(f"num_context={k} must leave frames to predict and give at least one (T = {t})")
+        raise UserError(f"num_context={k} must leave frames to predict and give at least one (T = {t})")
     return k
 
 

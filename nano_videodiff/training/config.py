@@ -5,16 +5,19 @@ are unique across sections, so the command line can say ``--depth=6`` (or ``--mo
 The resolved config is printed at start and saved in every checkpoint as a plain dict, from which
 ``sample.py`` rebuilds the model (``Config.from_dict`` rejects unknown keys with a clear error).
 
-This module is a leaf: it imports nothing of the package. Presets (``presets.py``, ``paper_configs.py``) are
+This module is a leaf: it imports nothing of the package but ``errors`` (a leaf too). Presets (``presets.py``, ``paper_configs.py``) are
 functions returning a full Config; they import this module, and ``presets.resolve`` turns a command line
 into a Config.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Tuple
+
+from ..errors import UserError
 
 
 @dataclass
@@ -168,19 +171,25 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Dict[str, Any]]) -> "Config":
-        """Rebuild from ``to_dict`` output; unknown sections or keys are an error, missing keys default."""
+        """Rebuild from ``to_dict`` output; unknown sections or keys, or values of the wrong type, are an
+        error (a saved config is data from a file); missing keys default."""
+        if not isinstance(d, dict):
+            raise UserError(f"a config is a dict of sections, got {type(d).__name__}")
         unknown = set(d) - set(SECTIONS)
         if unknown:
-            raise ValueError(f"unknown config sections {sorted(unknown)}; valid: {sorted(SECTIONS)}")
+            raise UserError(f"unknown config sections {sorted(unknown)}; valid: {sorted(SECTIONS)}")
         parts = {}
         for name, section in SECTIONS.items():
-            values = dict(d.get(name, {}))
-            valid = {f.name for f in fields(section)}
-            bad = set(values) - valid
+            values = d.get(name, {})
+            if not isinstance(values, dict):
+                raise UserError(f"config section '{name}' is a {type(values).__name__}, not a dict of values")
+            valid = {f.name: f for f in fields(section)}
+            bad = set(values) - set(valid)
             if bad:
-                raise ValueError(f"unknown keys {sorted(bad)} in config section '{name}'; valid: {sorted(valid)}. "
-                                 "Was this checkpoint written by a newer version of nano-videodiff?")
-            parts[name] = section(**values)
+                raise UserError(f"unknown keys {sorted(bad)} in config section '{name}'; valid: {sorted(valid)}. "
+                                "Was this checkpoint written by a newer version of nano-videodiff?")
+            parts[name] = section(**{key: typed_value(value, valid[key].type, f"{name}.{key}")
+                                     for key, value in values.items()})
         return cls(**parts)
 
     def validate(self) -> "Config":
@@ -212,10 +221,30 @@ class Config:
             (0.0 <= self.diffusion.label_dropout <= 1.0, "--label_dropout must be in [0, 1]"),
             (o.batch_size >= 1 and o.max_steps >= 0, "--batch_size must be >= 1 and --max_steps >= 0"),
         ]
-        for ok, message in checks:
+        for ok, message in checks + self._positive_checks():
             if not ok:
-                raise ValueError(message)
+                raise UserError(message)
         return self
+
+    def _positive_checks(self) -> List[Tuple[bool, str]]:
+        """Counts and sizes that must be >= 1 (0 would divide by zero or build an empty model), and others >= 0."""
+        d, m, o, r = self.data, self.model, self.optim, self.run
+        at_least_one = {"ckpt_every": r.ckpt_every, "log_every": r.log_every, "patch_size": m.patch_size,
+                        "heads": m.heads, "dim": m.dim, "depth": m.depth, "num_preview": r.num_preview,
+                        "preview_steps": r.preview_steps, "sample_steps": self.diffusion.sample_steps,
+                        "channels": d.channels, "num_test_clips": d.num_test_clips}
+        at_least_zero = {"preview_every": r.preview_every, "stop_at_step": r.stop_at_step,
+                         "max_minutes": r.max_minutes, "num_train_clips": d.num_train_clips,
+                         "num_context": self.task.num_context, "warmup_steps": o.warmup_steps,
+                         "grad_clip": o.grad_clip, "lr": o.lr, "weight_decay": o.weight_decay}
+        checks = [(value >= 1, f"--{name} must be >= 1, got {value}") for name, value in at_least_one.items()]
+        checks += [(value >= 0, f"--{name} must be >= 0, got {value}") for name, value in at_least_zero.items()]
+        return checks + [
+            (d.fps > 0, f"--fps must be > 0 (frames per second of the clips), got {d.fps}"),
+            (o.ema_halflife > 0, f"--ema_halflife must be > 0 steps, got {o.ema_halflife}"),
+            (0.0 <= self.task.context_dropout <= 1.0, "--context_dropout must be in [0, 1]"),
+            (m.dim % m.heads == 0, f"--dim={m.dim} must be divisible by --heads={m.heads}"),
+        ]
 
     def describe(self) -> str:
         lines = []
@@ -242,23 +271,42 @@ def field_index() -> Dict[str, Tuple[str, dataclasses.Field]]:
     return index
 
 
+TYPES = {"int": int, "float": float, "bool": bool, "str": str}  # the annotations are strings (__future__)
+
+
+def typed_value(value, typ, key: str):
+    """A value read from a saved config, checked against its field's type (an int is a float too)."""
+    typ = TYPES.get(typ, typ)
+    if typ is float and type(value) is int:
+        return float(value)
+    if type(value) is not typ:  # exact: True is an int to isinstance, not a depth
+        raise UserError(f"config value {key}={value!r} is a {type(value).__name__}, expected {typ.__name__}")
+    if typ is float and not math.isfinite(value):
+        raise UserError(f"config value {key}={value!r} is not a finite number")
+    return value
+
+
 def parse_value(text: str, typ, key: str):
     """Convert a command-line string to the field's type, with an error that says what was expected."""
-    typ = {"int": int, "float": float, "bool": bool, "str": str}.get(typ, typ)  # string annotations
+    typ = TYPES.get(typ, typ)
     if typ is bool:
         low = text.lower()
         if low in ("1", "true", "yes", "on"):
             return True
         if low in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"--{key} expects a boolean (true/false), got {text!r}")
+        raise UserError(f"--{key} expects a boolean (true/false), got {text!r}")
     try:
         if typ is int:
             return int(text)
         if typ is float:
-            return float(text)
+            value = float(text)
+            if not math.isfinite(value):  # float() accepts "nan" and "inf": no setting means either
+                raise ValueError
+            return value
     except ValueError:
-        raise ValueError(f"--{key} expects {typ.__name__}, got {text!r}") from None
+        raise UserError(f"--{key} expects {typ.__name__}{' (a finite number)' if typ is float else ''}, "
+                        f"got {text!r}") from None
     return text
 
 
@@ -269,7 +317,7 @@ def apply_overrides(cfg: Config, overrides: Dict[str, str]) -> List[str]:
     for key, text in overrides.items():
         if key not in index:
             valid = sorted(k for k in index if "." not in k)
-            raise ValueError(f"unknown config key --{key}. Valid keys: {', '.join(valid)} "
+            raise UserError(f"unknown config key --{key}. Valid keys: {', '.join(valid)} "
                              "(see python train.py --help)")
         section, f = index[key]
         setattr(getattr(cfg, section), f.name, parse_value(text, f.type, key))
@@ -289,7 +337,7 @@ def split_args(argv: List[str]) -> Tuple[Dict[str, str], bool]:
             wants_help = True
             continue
         if not arg.startswith("--"):
-            raise ValueError(f"arguments look like --key=value; got {arg!r}")
+            raise UserError(f"arguments look like --key=value; got {arg!r}")
         key, eq, value = arg[2:].partition("=")
         values[key] = value if eq else "true"
     return values, wants_help
@@ -301,7 +349,7 @@ def parse_into(options, values: Dict[str, str]):
     valid = {f.name: f for f in fields(options)}
     for key, text in values.items():
         if key not in valid:
-            raise ValueError(f"unknown option --{key}. Valid: {', '.join(valid)}")
+            raise UserError(f"unknown option --{key}. Valid: {', '.join(valid)}")
         setattr(options, key, parse_value(text, valid[key].type, key))
     return options
 

@@ -30,6 +30,8 @@ from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.checkpoint import checkpoint
 
+from ..errors import UserError
+
 STRATEGIES = ("none", "ddp", "fsdp")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -260,8 +262,8 @@ def autocast_context(device: torch.device, dtype: str):
     if dtype == "fp32":
         return nullcontext()
     if dtype == "fp16" and device.type != "cuda":
-        raise ValueError(f"fp16 training needs a CUDA GPU (loss scaling); on {device.type} use --dtype=bf16 "
-                         "or --dtype=fp32")
+        raise UserError(f"fp16 training needs a CUDA GPU (loss scaling); on {device.type} use --dtype=bf16 "
+                        "or --dtype=fp32")
     return torch.autocast(device.type, dtype=DTYPES[dtype])
 
 

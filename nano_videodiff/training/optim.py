@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .lamb import LAMB
+from ..errors import UserError
 
 
 def lr_at(step: int, o) -> float:
@@ -47,4 +48,4 @@ def build_optimizer(parameters, o):
         return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2))
     if o.optimizer == "lamb":  # layer-wise trust ratios (You et al. 2019); Snap Video's FIT optimizer
         return LAMB(groups, lr=o.lr, betas=(o.beta1, o.beta2))
-    raise ValueError(f"--optimizer must be adamw or lamb, got {o.optimizer!r}")
+    raise UserError(f"--optimizer must be adamw or lamb, got {o.optimizer!r}")

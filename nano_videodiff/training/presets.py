@@ -12,6 +12,7 @@ from typing import Callable, Dict, List, Tuple
 
 from .config import Config, apply_overrides, fields_help, split_args
 from .paper_configs import PAPER_PRESETS
+from ..errors import UserError
 
 # Pretrained toy checkpoints shipped with the repository (checkpoints/manifest.json says how each was made).
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"  # nano_videodiff/training/ -> the root
@@ -212,7 +213,7 @@ PRESETS.update(PAPER_PRESETS)  # the papers' full-size models (paper_configs.py)
 
 def get_preset(name: str) -> Config:
     if name not in PRESETS:
-        raise ValueError(f"unknown config preset {name!r}; available: {', '.join(sorted(PRESETS))}")
+        raise UserError(f"unknown config preset {name!r}; available: {', '.join(sorted(PRESETS))}")
     return PRESETS[name]()
 
 
