@@ -13,7 +13,10 @@ Without ``--context`` the given content comes from held-out clips of the model's
 printed and saved as metrics.json. Each video is written as one GIF showing
 [given content | model output | ground truth] side by side, and grid.png stacks the same as frame strips.
 
-The model is rebuilt from the config saved in the checkpoint (loaded with ``weights_only=True``).
+The model is rebuilt from the config saved in the checkpoint (loaded with ``weights_only=True``; damaged
+files and NaN weights are refused). A --context clip shorter than the model's frames must hold every frame the
+task gives; without ground truth for every frame no metrics are written. ``--overwrite`` replaces all earlier
+samples. Mistakes in options or files end with "error: <message>" and exit status 2 (``--debug``: traceback).
 ``python sample.py --help`` lists every option.
 """
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 
 import toy_data
 from nano_videodiff import masking
+from nano_videodiff.errors import ExistingOutput, MissingFile, UserError, run_script
 from nano_videodiff.training.config import Config, options_help, parse_into, split_args
 from nano_videodiff.generation import generate, show_known
 from nano_videodiff.hardware import pick_device, resolve_dtype
@@ -65,20 +69,40 @@ class SampleArgs:
                                   # same noise, and write [image model | aligned video model] side by side
                                   # (its learned alphas: tutorials/05_temporal_alignment.py plots them)
 
+    def validate(self) -> "SampleArgs":
+        """Catch bad options before the checkpoint is read, with a message that names the flag."""
+        checks = [
+            (bool(self.ckpt), "pass --ckpt=PATH, the checkpoint written by train.py (e.g. out/bouncing_balls/ckpt.pt)"),
+            (self.dtype in ("auto", "fp32", "bf16"), f"--dtype must be auto, fp32 or bf16, got {self.dtype!r}"),
+            (self.task in masking.TASKS, f"unknown task {self.task!r}; choose from {', '.join(masking.TASKS)}"),
+            (self.guidance in ("label", "context"), f"--guidance must be label or context, got {self.guidance!r}"),
+            (self.solver in ("", "heun", "euler"), f"--solver must be heun or euler, got {self.solver!r}"),
+            (self.num_videos >= 1, f"--num_videos must be >= 1, got {self.num_videos}"),
+            (self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}"),
+            (self.eval_clips >= 1, f"--eval_clips must be >= 1, got {self.eval_clips}"),
+            (self.steps >= 0, f"--steps must be >= 1 (or 0: the checkpoint's sample_steps), got {self.steps}"),
+            (self.every >= 1, f"--every must be >= 1, got {self.every}"),
+            (self.num_context >= 0, f"--num_context must be >= 1 (or 0: the training config's), "
+                                    f"got {self.num_context}"),
+            (self.frame_index >= 0, f"--frame_index must be >= 0, got {self.frame_index}"),
+            (self.label >= -1, f"--label must be a class index, or -1 to cycle over classes; got {self.label}"),
+            (self.cfg_scale >= 0, f"--cfg_scale must be >= 0 (1 = no guidance), got {self.cfg_scale}"),
+            (self.S_churn >= 0, f"--S_churn must be >= 0, got {self.S_churn}"),
+            (self.frame_interval >= 0 or self.frame_interval == -1,
+             f"--frame_interval must be >= 0 seconds (or -1: the data's 1/fps), got {self.frame_interval}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        return self
+
 
 def parse_sample_args(argv) -> SampleArgs:
     values, wants_help = split_args(argv)  # the one --key=value parser (config.py)
     if wants_help:
         print(options_help(SampleArgs(), "usage: python sample.py --ckpt=PATH [--key=value ...]"))
         sys.exit(0)
-    args = parse_into(SampleArgs(), values)
-    if not args.ckpt:
-        raise ValueError("pass --ckpt=PATH, the checkpoint written by train.py (e.g. out/bouncing_balls/ckpt.pt)")
-    if args.dtype not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"--dtype must be auto, fp32 or bf16, got {args.dtype!r}")
-    if args.task not in masking.TASKS:
-        raise ValueError(f"unknown task {args.task!r}; choose from {', '.join(masking.TASKS)}")
-    return args
+    return parse_into(SampleArgs(), values).validate()
 
 
 def task_mask(args: SampleArgs, cfg: Config, n: int) -> torch.Tensor:
@@ -88,34 +112,68 @@ def task_mask(args: SampleArgs, cfg: Config, n: int) -> torch.Tensor:
     if args.task in ("predict", "backward"):
         k = args.num_context or cfg.task.num_context or d.num_frames // 2
         if k >= d.num_frames:
-            raise ValueError(f"--num_context={k} leaves nothing to predict: the model generates "
-                             f"{d.num_frames} frames")
+            raise UserError(f"--num_context={k} leaves nothing to predict: the model generates "
+                            f"{d.num_frames} frames")
         kwargs = {"num_context": k}
     elif args.task == "interpolate":
         kwargs = {"every": args.every}
     elif args.task == "animate":
+        if args.frame_index >= d.num_frames:
+            raise UserError(f"--frame_index={args.frame_index} is outside the model's {d.num_frames} frames "
+                            f"(0..{d.num_frames - 1})")
         kwargs = {"frame_index": args.frame_index}
     g = torch.Generator().manual_seed(args.seed)
     return masking.make_mask(args.task, n, d.num_frames, d.resolution, d.resolution, generator=g, **kwargs)
 
 
-def context_videos(args: SampleArgs, cfg: Config) -> tuple:
-    """(videos (N, T, C, H, W), labels or None, has_ground_truth): from the user's file or toy test clips."""
+def context_videos(args: SampleArgs, cfg: Config, known: torch.Tensor) -> tuple:
+    """(videos (N, T, C, H, W), labels or None, how many frames the clip has): from the user's file or toy
+    test clips.
+
+    A file shorter than the model's T frames is padded with grey frames, after checking that every frame the
+    task gives (``known``) is inside the clip: padding must never count as given content, nor as truth.
+    """
     d = cfg.data
-    if args.context:
-        video = load_video(args.context, channels=d.channels)
-        if video.shape[1] != d.channels or video.shape[-2:] != (d.resolution, d.resolution):
-            raise ValueError(f"{args.context} has frames of {video.shape[1]} channels x "
-                             f"{video.shape[2]}x{video.shape[3]}, but the model works on {d.channels} x "
-                             f"{d.resolution}x{d.resolution}; resize the video first")
-        if video.shape[0] < d.num_frames:  # shorter clips give only their frames; the rest is generated
-            pad = video.new_zeros(d.num_frames - video.shape[0], *video.shape[1:])
-            video = torch.cat([video, pad])
-        return video[:d.num_frames][None].repeat(args.num_videos, 1, 1, 1, 1), None, video.shape[0] >= d.num_frames
-    data_cfg = Config.from_dict(cfg.to_dict()).data
-    data_cfg.data_seed = args.data_seed
-    batch = toy_data.get_batch(toy_data.build_dataset(data_cfg, "test"), range(args.num_videos))
-    return batch["video"], batch.get("labels"), True
+    if not args.context:
+        data_cfg = Config.from_dict(cfg.to_dict()).data
+        data_cfg.data_seed = args.data_seed
+        batch = toy_data.get_batch(toy_data.build_dataset(data_cfg, "test"), range(args.num_videos))
+        return batch["video"], batch.get("labels"), d.num_frames
+    if not Path(args.context).exists():
+        raise MissingFile(f"--context file {args.context} does not exist")
+    video = load_video(args.context, channels=d.channels)
+    if video.shape[1] != d.channels or video.shape[-2:] != (d.resolution, d.resolution):
+        raise UserError(f"{args.context} has frames of {video.shape[1]} channels x "
+                        f"{video.shape[2]}x{video.shape[3]}, but the model works on {d.channels} x "
+                        f"{d.resolution}x{d.resolution}; resize the video first")
+    length = video.shape[0]
+    given = known.flatten(2).any(-1).any(0).nonzero().flatten().tolist()  # the frames the task gives
+    outside = [t for t in given if t >= length]
+    if outside:
+        hint = " (or a smaller --num_context)" if args.task == "predict" else ""
+        raise UserError(f"{args.context} has {length} frame(s), but --task={args.task} gives frame(s) "
+                        f"{', '.join(map(str, outside[:8]))}{' ...' if len(outside) > 8 else ''} of the model's "
+                        f"{d.num_frames}: pass a clip of at least {outside[-1] + 1} frames{hint}")
+    if length > d.num_frames:
+        print(f"{args.context}: using its first {d.num_frames} of {length} frames (the model's clip length)")
+    pad = video.new_zeros(max(d.num_frames - length, 0), *video.shape[1:])  # never given: checked above
+    video = torch.cat([video, pad])[:d.num_frames]
+    return video[None].repeat(args.num_videos, 1, 1, 1, 1), None, min(length, d.num_frames)
+
+
+# What main writes into --out_dir (physics_eval.save_evaluation writes the same names, and eval.json).
+SAMPLE_OUTPUTS = ("video_*.gif", "grid.gif", "grid.png", "metrics.json", "eval.json")
+
+
+def old_samples(out_dir: Path) -> list:
+    return sorted(path for pattern in SAMPLE_OUTPUTS for path in out_dir.glob(pattern))
+
+
+def clear_old_samples(out_dir: Path) -> None:
+    """``--overwrite``: remove the previous samples just before writing new ones, so that no old
+    video_007.gif stays next to four new videos, nor a metrics.json of another task."""
+    for path in old_samples(out_dir):
+        path.unlink()
 
 
 def main(argv=None):
@@ -123,8 +181,9 @@ def main(argv=None):
     device = pick_device(args.device)
     args.dtype = resolve_dtype(args.dtype, device).name  # auto: bf16 only where it is fast (hardware.py)
     out_dir = Path(args.out_dir)
-    if (out_dir / "grid.png").exists() and not args.overwrite:
-        raise FileExistsError(f"{out_dir} already holds samples; pass --overwrite or another --out_dir")
+    if old_samples(out_dir) and not args.overwrite:
+        raise ExistingOutput(f"{out_dir} already holds samples; pass --overwrite (it replaces them all) or "
+                             "another --out_dir")
     model, cfg = load_model(args.ckpt, args.use_ema, device)
     d = cfg.data
     n = args.num_videos
@@ -136,27 +195,27 @@ def main(argv=None):
             return_clips=True, progress=True, solver=args.solver, cfg_scale=args.cfg_scale,
             guidance=args.guidance, S_churn=args.S_churn)
         print(physics_eval.format_table(result))
+        clear_old_samples(out_dir)
         physics_eval.save_evaluation(result, out_dir, num_videos=n, fps=d.fps)
         print(f"wrote {out_dir / 'eval.json'} and {min(n, result['num_clips'])} videos [given | model | truth]")
         return result
     labels = None
     if d.num_classes > 0:
         if args.label >= d.num_classes:
-            raise ValueError(f"--label must be < {d.num_classes} (the model's number of classes)")
+            raise UserError(f"--label must be < {d.num_classes} (the model's number of classes)")
         labels = torch.full((n,), args.label) if args.label >= 0 else torch.arange(n) % d.num_classes
 
     truth = known = None
     if args.task != "generate":
-        if args.context and not Path(args.context).exists():
-            raise FileNotFoundError(f"--context file {args.context} does not exist")
-        context, data_labels, has_truth = context_videos(args, cfg)
-        if args.context and not has_truth and args.task not in ("predict", "animate"):
-            raise ValueError(f"{args.context} is shorter than the model's {d.num_frames} frames")
+        known = task_mask(args, cfg, n)
+        context, data_labels, length = context_videos(args, cfg, known)
         if data_labels is not None and labels is not None and args.label < 0:
             labels = data_labels.long()
-        known = task_mask(args, cfg, n)
         known_x = context  # read once; it is also the ground truth when the clip is complete
-        truth = context if has_truth else None
+        truth = context if length == d.num_frames else None
+        if truth is None:
+            print(f"no PSNR/SSIM: {args.context} has {length} of the model's {d.num_frames} frames, so the "
+                  f"generated frames {length}..{d.num_frames - 1} have no ground truth")
     def sample_videos():
         return generate(model, cfg, n, known=known, known_x=None if known is None else known_x, labels=labels,
                         steps=args.steps, solver=args.solver, seed=args.seed, cfg_scale=args.cfg_scale,
@@ -168,6 +227,11 @@ def main(argv=None):
     if args.image_model:  # Video LDM Fig. 2: the same noise through the image model alone (alpha = 1)
         with model.backbone.image_model():  # every backbone declares it; those without an image model refuse
             image_videos = sample_videos()
+    for what, result in (("the model", videos), ("the image model", image_videos)):
+        if result is not None and not torch.isfinite(result).all():  # the weights are finite (load_model)
+            raise UserError(f"sampling {what} gave NaN or infinite values; try --dtype=fp32, or a smaller "
+                            "--cfg_scale or --S_churn")
+    clear_old_samples(out_dir)
 
     # ---- pictures: [given | output | truth] per video ------------------------------------------------------
     panels = [videos] if image_videos is None else [image_videos, videos]
@@ -193,4 +257,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -6,15 +6,21 @@ Run it:
     python train.py                                   # the default main job (a few minutes on a laptop CPU)
     python train.py --config=smoke                    # seconds: a tiny model, for tests
     python train.py --config=NAME --depth=6 --lr=5e-4 # any field can be overridden: python train.py --help
-    python train.py --out_dir=out/run1 --resume       # continue exactly where a run stopped
+    python train.py --out_dir=out/run1 --resume       # continue exactly where a run stopped (or was Ctrl-C'd)
     torchrun --standalone --nproc_per_node=2 train.py # DDP: gloo on CPU, nccl on CUDA
 
 Everything random in a step (which clips, the noise levels, the noise, label dropout) is drawn from a
 generator seeded by (seed, step), and the global batch is split across ranks. So a resumed run continues
 bit-exactly, and a DDP run sees the same global batch as a single process.
+
+Nothing is lost: checkpoints are written atomically (a kill leaves the previous one), Ctrl-C or SIGTERM saves
+at the current step, one run at a time may use an out_dir (a lock), and a folder holding a run is only
+replaced with --overwrite. Mistakes in flags or files end with "error: <message>" and exit status 2
+(--debug shows the traceback).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -29,7 +35,10 @@ from tqdm.auto import tqdm
 
 from nano_videodiff.training import presets
 from nano_videodiff.training.batches import TrainingData, make_batch  # what one training step sees
-from nano_videodiff.training.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from nano_videodiff.errors import ExistingOutput, Interrupted, UserError, run_script
+from nano_videodiff.files import FolderLock
+from nano_videodiff.training.checkpoint import (load_checkpoint, load_model_state, remove_stale_temporaries,
+                                                save_checkpoint)
 from nano_videodiff.training.config import Config
 from nano_videodiff.training.distributed import (apply_activation_checkpointing, autocast_context,
                                                  full_optimizer_state_dict, full_state_dict, gathered_parameters,
@@ -41,6 +50,7 @@ from nano_videodiff.models import count_parameters
 from nano_videodiff.training.objectives import build_objective
 from nano_videodiff.training.optim import build_optimizer, ema_update, lr_at
 from nano_videodiff.training.previews import plot_losses
+from nano_videodiff.training.runs import Interrupts, clear_outputs, existing_outputs, trim_log
 
 # Fields that may change when resuming (they do not change what is computed).
 RESUMABLE_CHANGES = {"run.out_dir", "run.device", "run.compile", "run.log_every", "run.ckpt_every",
@@ -72,7 +82,7 @@ def init_weights(objective, path) -> None:
     source = load_checkpoint(path)
     state = source.get("ema", source.get("model"))
     if state is None:
-        raise ValueError(f"{path} holds no model weights; --init_from needs a checkpoint written by train.py")
+        raise UserError(f"{path} holds no model weights; --init_from needs a checkpoint written by train.py")
     objective.load_pretrained(state, f"--init_from={path}")
     print(f"initialised from {path} (step {source.get('step', '?')})")
 
@@ -84,9 +94,9 @@ def resume_config(cfg, changed, ckpt):
         section, name = key.split(".")
         new, old = getattr(getattr(cfg, section), name), getattr(getattr(saved, section), name)
         if new != old and key not in RESUMABLE_CHANGES:
-            raise ValueError(f"--{name}={new} differs from the checkpoint's {old!r}; a resumed run keeps its "
-                             f"config (changeable: {', '.join(sorted(RESUMABLE_CHANGES))}). "
-                             "Start a new run with another --out_dir instead.")
+            raise UserError(f"--{name}={new} differs from the checkpoint's {old!r}; a resumed run keeps its "
+                            f"config (changeable: {', '.join(sorted(RESUMABLE_CHANGES))}). "
+                            "Start a new run with another --out_dir instead.")
         setattr(getattr(saved, section), name, new)
     return saved
 
@@ -131,34 +141,69 @@ def main(argv=None) -> dict:
         return {}
     cfg.data.autoencoder = cfg.data.autoencoder.format(out_dir=cfg.run.out_dir)  # e.g. "{out_dir}/autoencoder/..."
     cfg.validate()
-    if uses_latents(cfg) and not cfg.run.resume:
-        train_autoencoder_first(cfg, changed)  # two-stage jobs: stage 1 first, in its own run
+    device = pick_device(cfg.run.device)  # a missing GPU is named now, not after data and model are built
 
+    # ---- one run at a time per out_dir: rank 0 holds its lock until the run ends (files.py) -------------
+    master = int(os.environ.get("RANK", 0)) == 0  # torchrun sets RANK
+    with FolderLock(cfg.run.out_dir) if master else contextlib.nullcontext():
+        if uses_latents(cfg) and not cfg.run.resume:
+            train_autoencoder_first(cfg, changed)  # two-stage jobs: stage 1 first, in its own run (and folder)
+        return train(cfg, changed, device)
+
+
+def resumable_checkpoint(out_dir: Path) -> dict:
+    """``--resume``: the folder's checkpoint, with everything a resume needs, or a message that says why not."""
+    ckpt_path = out_dir / "ckpt.pt"
+    found = existing_outputs(out_dir)
+    if not ckpt_path.exists() and found:
+        raise UserError(f"{out_dir} holds {', '.join(found)} but no ckpt.pt: that run stopped before its first "
+                        "checkpoint, so there is nothing to resume; pass --overwrite instead to start it again")
+    ckpt = load_checkpoint(ckpt_path)
+    missing = [key for key in ("model", "ema", "optimizer", "step", "config", "rng") if key not in ckpt]
+    if missing:
+        raise UserError(f"{ckpt_path} cannot be resumed: it holds no {', '.join(missing)} (an exported or shipped "
+                        f"checkpoint has only weights); start a new run from it with --init_from={ckpt_path}")
+    return ckpt
+
+
+def new_run_folder(out_dir: Path, overwrite: bool, master: bool) -> None:
+    """A new run: refuse a folder that holds a run (a checkpoint, or only its log and previews), unless
+    ``--overwrite``, which removes all of it first so that nothing old is left next to the new outputs."""
+    found = existing_outputs(out_dir)
+    if found and not overwrite:
+        raise ExistingOutput(f"{out_dir} holds a run ({', '.join(found)}). Pass --resume to continue it, choose "
+                             "another --out_dir, or pass --overwrite to replace it.")
+    if found and master:
+        clear_outputs(out_dir)
+        print(f"--overwrite: removed {', '.join(found)} from {out_dir}")
+
+
+def train(cfg, changed, device) -> dict:
     # ---- distributed set-up: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK -----------------------------
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if distributed else (0, 1)
-    device = pick_device(cfg.run.device)
     if distributed:
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if cfg.optim.batch_size % (world * cfg.optim.grad_accum_steps):
-        raise ValueError(f"--batch_size={cfg.optim.batch_size} must be divisible by the world size {world} "
-                         f"times --grad_accum_steps={cfg.optim.grad_accum_steps}")
+        raise UserError(f"--batch_size={cfg.optim.batch_size} must be divisible by the world size {world} "
+                        f"times --grad_accum_steps={cfg.optim.grad_accum_steps}")
     master = rank == 0
     precision = resolve_dtype(cfg.run.dtype, device)  # auto: bf16 only where bf16 matmuls are fast (hardware.py)
 
-    # ---- output folder and resume --------------------------------------------------------------------
+    # ---- output folder and resume (runs.py: what a run folder holds) -----------------------------------
     out_dir = Path(cfg.run.out_dir)
     ckpt_path = out_dir / "ckpt.pt"
     ckpt = None
+    if master:
+        remove_stale_temporaries(ckpt_path)  # left by runs killed while saving
     if cfg.run.resume:
-        ckpt = load_checkpoint(ckpt_path)
+        ckpt = resumable_checkpoint(out_dir)
         cfg = resume_config(cfg, changed, ckpt)
-    elif ckpt_path.exists() and not cfg.run.overwrite:
-        raise FileExistsError(f"{ckpt_path} exists. Pass --resume to continue that run, choose another "
-                              "--out_dir, or pass --overwrite to replace it.")
+    else:
+        new_run_folder(out_dir, cfg.run.overwrite, master)
     if master:
         out_dir.mkdir(parents=True, exist_ok=True)
         print(cfg.describe())
@@ -174,12 +219,12 @@ def main(argv=None) -> dict:
     objective.to(device)
     start_step = 0
     if ckpt is not None:  # resume: the weights go in before any wrapping (every rank reads the file)
-        load_model_state(model, ckpt["model"])
+        load_model_state(model, ckpt["model"], source=str(ckpt_path))
         start_step = int(ckpt["step"])
     data = TrainingData(cfg, objective.autoencoder, device)
     ema = copy.deepcopy(model).requires_grad_(False)  # a plain, full copy on every rank
     if ckpt is not None:
-        load_model_state(ema, ckpt["ema"], "EMA")
+        load_model_state(ema, ckpt["ema"], "EMA", str(ckpt_path))
     if master:
         network = objective.network  # what learns
         frozen = count_parameters(network) - count_parameters(network, trainable_only=True)
@@ -214,8 +259,7 @@ def main(argv=None) -> dict:
     # ---- training loop -------------------------------------------------------------------------------
     log_path = out_dir / "log.jsonl"
     if master and ckpt is not None and log_path.exists():  # drop log lines written after the checkpoint
-        lines = [ln for ln in log_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start_step]
-        log_path.write_text("".join(ln + "\n" for ln in lines))
+        trim_log(log_path, start_step)
     elif master and ckpt is None:
         log_path.write_text("")
 
@@ -235,73 +279,78 @@ def main(argv=None) -> dict:
     last_loss = float("nan")
     bar = tqdm(range(start_step, o.max_steps), initial=start_step, total=o.max_steps, disable=not master,
                desc="training", dynamic_ncols=True)
-    step = start_step
-    for step in bar:
-        lr = lr_at(step, o)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        # Gradient accumulation: micro-batch m of this rank is "virtual rank" r * A + m of the global batch
-        # (the same samples as without accumulation). Each loss is a mean over its micro-batch, so dividing
-        # by A makes the summed gradient that of the whole batch; gradients are averaged across ranks once,
-        # after the last micro-batch.
-        loss = torch.zeros((), device=device)
-        for micro, micro_rank, micro_world in micro_batches(rank, world, o.grad_accum_steps):
-            batch = make_batch(cfg, data, step, micro_rank, micro_world, device)
-            with no_sync_if(step_module, micro < o.grad_accum_steps - 1):
-                with autocast:
-                    micro_loss = step_module(batch) / o.grad_accum_steps
-                if not torch.isfinite(micro_loss):
-                    raise FloatingPointError(f"loss is {micro_loss.item()} at step {step}; lower --lr or try "
-                                             "--dtype=fp32")
-                scaler.scale(micro_loss).backward()  # fp16 on CUDA scales the loss; otherwise as is
-            loss += micro_loss.detach()
-        scaler.unscale_(optimizer)
-        if o.grad_clip > 0:
-            nn.utils.clip_grad_norm_(trainable, o.grad_clip)  # the global norm, also over FSDP shards
-        scaler.step(optimizer)
-        scaler.update()
-        ema_update(ema, gathered_parameters(model), model.buffers(), step, o.ema_halflife)
+    step, interrupted = start_step, 0
+    with Interrupts() as interrupts:  # Ctrl-C / SIGTERM: finish the step, save it there, stop (runs.py)
+        for step in bar:
+            lr = lr_at(step, o)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            # Gradient accumulation: micro-batch m of this rank is "virtual rank" r * A + m of the global batch
+            # (the same samples as without accumulation). Each loss is a mean over its micro-batch, so dividing
+            # by A makes the summed gradient that of the whole batch; gradients are averaged across ranks once,
+            # after the last micro-batch.
+            loss = torch.zeros((), device=device)
+            for micro, micro_rank, micro_world in micro_batches(rank, world, o.grad_accum_steps):
+                batch = make_batch(cfg, data, step, micro_rank, micro_world, device)
+                with no_sync_if(step_module, micro < o.grad_accum_steps - 1):
+                    with autocast:
+                        micro_loss = step_module(batch) / o.grad_accum_steps
+                    if not torch.isfinite(micro_loss):
+                        raise UserError(f"loss is {micro_loss.item()} at step {step}: training diverged; lower "
+                                        "--lr or try --dtype=fp32 (the last checkpoint is as it was)")
+                    scaler.scale(micro_loss).backward()  # fp16 on CUDA scales the loss; otherwise as is
+                loss += micro_loss.detach()
+            scaler.unscale_(optimizer)
+            if o.grad_clip > 0:
+                nn.utils.clip_grad_norm_(trainable, o.grad_clip)  # the global norm, also over FSDP shards
+            scaler.step(optimizer)
+            scaler.update()
+            ema_update(ema, gathered_parameters(model), model.buffers(), step, o.ema_halflife)
 
-        reported = loss.detach()
-        if distributed:  # log the global-batch loss, not this rank's half
-            dist.all_reduce(reported)
-            reported /= world
-        last_loss = reported.item()
-        window_loss += last_loss
-        window_videos += o.batch_size
-        done = step + 1
-        if done % cfg.run.log_every == 0 or done == o.max_steps:
-            elapsed = time.time() - window_t0
-            n_steps = window_videos // o.batch_size
-            row = {"step": done, "loss": window_loss / n_steps, "lr": lr,
-                   "videos_per_s": window_videos / max(elapsed, 1e-9), "elapsed_s": time.time() - t_start}
-            if master:
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                bar.set_postfix(loss=f"{row['loss']:.4f}", vid_s=f"{row['videos_per_s']:.1f}")
-            window_loss, window_videos, window_t0 = 0.0, 0, time.time()
-        t_aside = time.time()  # previews and checkpoints do not count towards videos/s
-        if master and cfg.run.preview_every > 0 and (done % cfg.run.preview_every == 0 or done == o.max_steps):
-            objective.preview(cfg, ema, device, precision.name, out_dir / "previews" / f"step_{done:06d}")
-        out_of_time = cfg.run.max_minutes > 0 and time.time() - t_start > 60 * cfg.run.max_minutes
-        if distributed and cfg.run.max_minutes > 0:  # every rank must stop at the same step
-            flag = torch.tensor(float(out_of_time), device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            out_of_time = bool(flag.item())
-        stop_here = out_of_time or done == cfg.run.stop_at_step
-        if (done % cfg.run.ckpt_every == 0 or stop_here) and done < o.max_steps:
-            checkpoint(done)
-        window_t0 += time.time() - t_aside
-        if stop_here:
-            if master:
-                print(f"stopping at step {done} (of {o.max_steps}); --resume continues")
-            break
-    bar.close()
-    if start_step < o.max_steps and step + 1 == o.max_steps:  # the last step: finish, then the final checkpoint
-        checkpoint(o.max_steps, objective.finish(cfg, ema, device))  # W.A.L.T stage 1: its latent statistics
+            reported = loss.detach()
+            if distributed:  # log the global-batch loss, not this rank's half
+                dist.all_reduce(reported)
+                reported /= world
+            last_loss = reported.item()
+            window_loss += last_loss
+            window_videos += o.batch_size
+            done = step + 1
+            if done % cfg.run.log_every == 0 or done == o.max_steps:
+                elapsed = time.time() - window_t0
+                n_steps = window_videos // o.batch_size
+                row = {"step": done, "loss": window_loss / n_steps, "lr": lr,
+                       "videos_per_s": window_videos / max(elapsed, 1e-9), "elapsed_s": time.time() - t_start}
+                if master:
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", vid_s=f"{row['videos_per_s']:.1f}")
+                window_loss, window_videos, window_t0 = 0.0, 0, time.time()
+            t_aside = time.time()  # previews and checkpoints do not count towards videos/s
+            if master and cfg.run.preview_every > 0 and (done % cfg.run.preview_every == 0 or done == o.max_steps):
+                objective.preview(cfg, ema, device, precision.name, out_dir / "previews" / f"step_{done:06d}")
+            out_of_time = cfg.run.max_minutes > 0 and time.time() - t_start > 60 * cfg.run.max_minutes
+            interrupted = interrupts.signal  # Ctrl-C or SIGTERM since the last step (runs.Interrupts)
+            if distributed:  # every rank must stop at the same step (a signal may reach only some of them)
+                flags = torch.tensor([float(out_of_time), float(interrupted)], device=device)
+                dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+                out_of_time, interrupted = bool(flags[0].item()), int(flags[1].item())
+            stop_here = out_of_time or interrupted or done == cfg.run.stop_at_step
+            if (done % cfg.run.ckpt_every == 0 or stop_here) and done < o.max_steps:
+                checkpoint(done)
+            window_t0 += time.time() - t_aside
+            if stop_here:
+                if master:
+                    print(f"interrupted at step {done}; --resume continues" if interrupted else
+                          f"stopping at step {done} (of {o.max_steps}); --resume continues")
+                break
+        bar.close()
+        if start_step < o.max_steps and step + 1 == o.max_steps:  # the last step: finish, the final checkpoint
+            checkpoint(o.max_steps, objective.finish(cfg, ema, device))  # W.A.L.T stage 1: latent statistics
     if distributed:
         dist.destroy_process_group()
+    if interrupted and step + 1 < o.max_steps:  # saved above; the script exits with 128 + the signal number
+        raise Interrupted(f"interrupted at step {step + 1}", interrupted)
     if master:
         print(f"done: step {step + 1 if o.max_steps > start_step else start_step}, last loss {last_loss:.4f}, "
               f"{(time.time() - t_start) / 60:.1f} min; outputs in {out_dir}")
@@ -309,4 +358,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import glob
 import os
+import secrets
 import socket
-import tempfile
 import time
 from pathlib import Path
 
@@ -69,7 +69,9 @@ def atomic_write(path, write) -> Path:
     was; a kill -9 leaves the temporary for ``remove_orphans``.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
+    tmp = path.with_name(f"{temp_prefix(path)}{secrets.token_hex(4)}.tmp")
+    # os.open, not tempfile.mkstemp: the file gets the umask's permissions (mkstemp's are 0600, private)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -62,5 +62,5 @@ def load_model(ckpt_path, use_ema: bool = True, device="cpu"):
         raise UserError(f"{ckpt_path} is not a nano-videodiff checkpoint with config and {which} weights{shipped}")
     cfg = Config.from_dict(ckpt["config"])
     model = build_denoiser(cfg)
-    load_model_state(model, ckpt[which], "EMA" if use_ema else "model")
+    load_model_state(model, ckpt[which], "EMA" if use_ema else "model", str(ckpt_path))
     return model.to(device).eval(), cfg

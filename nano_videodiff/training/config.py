@@ -5,9 +5,9 @@ are unique across sections, so the command line can say ``--depth=6`` (or ``--mo
 The resolved config is printed at start and saved in every checkpoint as a plain dict, from which
 ``sample.py`` rebuilds the model (``Config.from_dict`` rejects unknown keys with a clear error).
 
-This module is a leaf: it imports nothing of the package but ``errors`` (a leaf too). Presets (``presets.py``, ``paper_configs.py``) are
-functions returning a full Config; they import this module, and ``presets.resolve`` turns a command line
-into a Config.
+This module is a leaf: it imports nothing of the package but ``errors`` (a leaf too). Presets (``presets.py``,
+``paper_configs.py``) are functions returning a full Config; they import this module, and ``presets.resolve``
+turns a command line into a Config.
 """
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ the autoencoder (W.A.L.T stage 1) reconstructions. They only read the model and 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -15,6 +14,7 @@ import toy_data
 from .. import masking
 from ..generation import generate, show_known
 from ..evaluation.video_io import frames_grid, save_gif, save_png, video_grid
+from .runs import read_log
 
 
 def _write(path: Path, panels: list, fps: float, one_column: bool) -> None:
@@ -57,7 +57,7 @@ def plot_losses(log_path: Path, png_path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    rows = read_log(log_path)
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(6, 3.5))
