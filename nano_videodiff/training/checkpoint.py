@@ -85,8 +85,10 @@ def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
         raise UserError(f"{path} holds {what}, not only tensors and plain values: it was not written by "
                         "train.py, and loading it could run code from the file, so it is refused") from None
     except Exception as e:  # a pickle stream cut short, or bytes that are no pickle at all
-        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}); use another copy or an "
-                        "earlier checkpoint") from e
+        first_line = (str(e).strip().splitlines() or [""])[0][:160]
+        reason = type(e).__name__ if "weights_only" in first_line or not first_line else first_line
+        raise UserError(f"{path} is not a readable checkpoint ({reason}); use another copy or an earlier "
+                        "checkpoint") from e
     if not isinstance(ckpt, dict):
         raise UserError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint (train.py writes a dict of "
                         "config, weights and training state)")

@@ -194,6 +194,9 @@ class Config:
 
     def validate(self) -> "Config":
         """Catch inconsistent settings before any work starts, with a message that says what to change."""
+        for ok, message in self._positive_checks():  # first: the checks below divide by some of these
+            if not ok:
+                raise UserError(message)
         d, m, t, o, r = self.data, self.model, self.task, self.optim, self.run
         model_resolution = d.resolution // m.vae_spatial_down if d.autoencoder else d.resolution
         checks = [
@@ -221,7 +224,7 @@ class Config:
             (0.0 <= self.diffusion.label_dropout <= 1.0, "--label_dropout must be in [0, 1]"),
             (o.batch_size >= 1 and o.max_steps >= 0, "--batch_size must be >= 1 and --max_steps >= 0"),
         ]
-        for ok, message in checks + self._positive_checks():
+        for ok, message in checks:
             if not ok:
                 raise UserError(message)
         return self
@@ -243,7 +246,7 @@ class Config:
             (d.fps > 0, f"--fps must be > 0 (frames per second of the clips), got {d.fps}"),
             (o.ema_halflife > 0, f"--ema_halflife must be > 0 steps, got {o.ema_halflife}"),
             (0.0 <= self.task.context_dropout <= 1.0, "--context_dropout must be in [0, 1]"),
-            (m.dim % m.heads == 0, f"--dim={m.dim} must be divisible by --heads={m.heads}"),
+            (m.heads < 1 or m.dim % m.heads == 0, f"--dim={m.dim} must be divisible by --heads={m.heads}"),
         ]
 
     def describe(self) -> str:
@@ -280,7 +283,7 @@ def typed_value(value, typ, key: str):
     if typ is float and type(value) is int:
         return float(value)
     if type(value) is not typ:  # exact: True is an int to isinstance, not a depth
-        raise UserError(f"config value {key}={value!r} is a {type(value).__name__}, expected {typ.__name__}")
+        raise UserError(f"config value {key}={value!r} has type {type(value).__name__}, expected {typ.__name__}")
     if typ is float and not math.isfinite(value):
         raise UserError(f"config value {key}={value!r} is not a finite number")
     return value
