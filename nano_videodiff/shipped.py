@@ -33,6 +33,8 @@ from .training.checkpoint import export_weights, load_checkpoint, load_model_sta
 from .conditioning import Batch, Cond
 from .training.config import Config
 from .edm import sample_training_sigma
+from .errors import UserError, run_script
+from .files import atomic_write
 from .evaluation.metrics import psnr
 
 from .training.presets import CHECKPOINTS  # the one place that names the folder
@@ -128,7 +130,8 @@ def ship(name: str, ckpt: str, command: str, eval_json: Optional[str] = None, no
     entry["check"] = measure_check(model, cfg)
     manifest = read_manifest()
     manifest[name] = entry
-    MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
+    text = json.dumps(manifest, indent=1) + "\n"
+    atomic_write(MANIFEST, lambda f: f.write(text.encode()))  # a kill must not leave half a manifest
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and its manifest entry: {entry['check']}")
     return entry
 
@@ -137,10 +140,10 @@ def main(argv=None) -> None:
     args = dict(arg[2:].partition("=")[::2] for arg in (sys.argv[1:] if argv is None else argv))
     missing = {"name", "ckpt", "command"} - set(args)
     if missing:
-        raise SystemExit(f"usage: python -m nano_videodiff.shipped --name=NAME --ckpt=PATH --command=CMD "
-                         f"[--eval=eval.json] [--note=TEXT] (missing {', '.join(sorted(missing))})")
+        raise UserError(f"usage: python -m nano_videodiff.shipped --name=NAME --ckpt=PATH --command=CMD "
+                        f"[--eval=eval.json] [--note=TEXT] (missing {', '.join(sorted(missing))})")
     ship(args["name"], args["ckpt"], args["command"], args.get("eval"), args.get("note", ""))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))
