@@ -11,6 +11,7 @@ One module per idea (see README.md). The diffusion ideas sit at the top of the p
 - ``conditioning`` ``Cond``, what a backbone is given, and ``Batch``, what a training step is given.
 - ``models``       the denoiser around the backbone a config names; loading a trained checkpoint.
 - ``hardware``, ``shipped``  the device and precision choice; the shipped checkpoints and their checks.
+- ``errors``, ``files``  user errors (``error: <message>``, exit status 2); atomic writes and folder locks.
 
 ``backbones/`` holds the networks F (VDT, FIT, W.A.L.T, U-Net, Video LDM, the causal autoencoder) and their
 registry; ``training/`` what train.py is built from (config, presets, batches, objectives, optimizer,

@@ -6,6 +6,7 @@
 - ``objectives``    one objective per trainable model: ``loss = objective(batch)``, previews, finishing.
 - ``optim``, ``lamb``  AdamW/LAMB, the learning-rate schedule, the EMA of the weights.
 - ``distributed``   DDP / FSDP2, activation checkpointing, gradient accumulation, precision.
-- ``checkpoint``    safe, atomic checkpoints; strict loading with clear errors.
+- ``checkpoint``    safe, atomic checkpoints; strict loading with clear errors (damaged files, NaN weights).
 - ``previews``      preview videos and the loss curve written while a run trains.
+- ``runs``          a run's folder: what it holds, its log, Ctrl-C / SIGTERM (save, then stop).
 """
