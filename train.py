@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from nano_videodiff.training import presets
 from nano_videodiff.training.batches import TrainingData, make_batch  # what one training step sees
 from nano_videodiff.errors import ExistingOutput, Interrupted, UserError, run_script
-from nano_videodiff.files import FolderLock
+from nano_videodiff.files import FolderLock, remove_orphans
 from nano_videodiff.training.checkpoint import (load_checkpoint, load_model_state, remove_stale_temporaries,
                                                 save_checkpoint)
 from nano_videodiff.training.config import Config
@@ -197,8 +197,9 @@ def train(cfg, changed, device) -> dict:
     out_dir = Path(cfg.run.out_dir)
     ckpt_path = out_dir / "ckpt.pt"
     ckpt = None
-    if master:
-        remove_stale_temporaries(ckpt_path)  # left by runs killed while saving
+    if master:  # the temporaries of runs killed while writing (files.py)
+        remove_stale_temporaries(ckpt_path)
+        remove_orphans(out_dir / "log.jsonl")  # trim_log writes it atomically too
     if cfg.run.resume:
         ckpt = resumable_checkpoint(out_dir)
         cfg = resume_config(cfg, changed, ckpt)

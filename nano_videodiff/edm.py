@@ -286,7 +286,7 @@ class Denoiser(nn.Module):
         x, cond = batch.x, batch.cond
         if not torch.isfinite(x).all():
             raise UserError("training batch contains NaN or Inf; check the data pipeline")
-        interval = cond.frame_interval  # NaN here would make the loss NaN and look like a too-high --lr
+        interval = None if cond is None else cond.frame_interval  # NaN would look like a too-high --lr
         if interval is not None and not torch.isfinite(interval).all():
             raise UserError("the training clips' frame_interval (seconds between frames) holds NaN or Inf: the "
                             "data gives no valid frame rate; check the dataset's fps / frame_interval (--fps)")

@@ -97,7 +97,8 @@ def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
 
 def _damage(path: Path) -> str:
     """Why ``path`` cannot be a checkpoint ("" if it may be): empty, cut short, or bytes that do not match the
-    CRC-32 checksums torch.save's zip format stores (a bit flip, which torch.load alone would not notice)."""
+    CRC-32 checksums torch.save's zip format stores (a bit flip, which torch.load alone would not notice).
+    torch.save writes them unless ``torch.serialization.set_crc32_options(False)``; we never turn them off."""
     with open(path, "rb") as f:
         head = f.read(4)
     if not head:
