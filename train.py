@@ -129,7 +129,11 @@ def train_autoencoder_first(cfg, changed) -> None:
     args += [f"--{key}={getattr(getattr(cfg, key.split('.')[0]), key.split('.')[1])}" for key in shared]
     args += ["--resume"] if path.exists() else []
     print(f"stage 1 of 2: the autoencoder ({cfg.data.autoencoder_preset}) into {path.parent}")
-    main(args)
+    try:
+        main(args)
+    except Interrupted:  # saved; this function resumes an unfinished stage 1 by itself
+        print("stage 1 interrupted: the same command (without --resume) continues it, then runs stage 2")
+        raise
     print(f"stage 2 of 2: diffusion on its latents into {cfg.run.out_dir}")
 
 
