@@ -197,6 +197,24 @@ def test_split_is_deterministic_and_disjoint(tmp_path):
     assert held and train and not train & held and len(train | held) == 12
 
 
+def test_bad_roots_and_flags_say_what_to_do(tmp_path):
+    from nano_videodiff.errors import UserError
+
+    with pytest.raises(UserError, match="neither a folder"):
+        V.VideoDataset(tmp_path / "missing", 4, (8, 8))
+    imageio.imwrite(str(tmp_path / "only.png"), pattern_frames(1)[0])
+    with pytest.raises(UserError, match="1 usable clips"):
+        V.VideoDataset(tmp_path, 4, (8, 8))
+    (tmp_path / "m.csv").write_text("label\n1\n")
+    with pytest.raises(UserError, match="row 1 has no 'path'"):
+        V.VideoDataset(tmp_path / "m.csv", 4, (8, 8))
+    for flags, message in [({"data_root": ""}, "needs --data_root"), ({"val_fraction": "1"}, "--val_fraction"),
+                           ({"num_workers": "-1"}, "--num_workers"),
+                           ({"num_workers": "2", "image_fraction": "0.5"}, "--num_workers=0")]:
+        with pytest.raises(ValueError, match=message):
+            _resolve({"config": "smoke", "dataset": "videos", "data_root": str(tmp_path), **flags})
+
+
 def test_manifests_csv_and_jsonl(folder):
     (folder / "list.csv").write_text("path,label,caption,fps,start,end\n"
                                      "a.mp4,cat,a cat,24,0.5,2\n"
