@@ -31,12 +31,15 @@ def pattern_frames(T, H=24, W=32):
     return np.stack([(x * 7 + t * 5) % 256, (y * 9 + t * 3) % 256, (x + y + t * 11) % 256], -1).astype(np.uint8)
 
 
-def write_mp4(path, frames, fps):
-    """H.264 at near-lossless quality (crf 0, 4:4:4 chroma), so decoding is within rounding of RGB<->YUV."""
+def write_mp4(path, frames, fps, codec="libx264"):
+    """H.264 at near-lossless quality (crf 0, 4:4:4 chroma), so decoding is within rounding of RGB<->YUV
+    (or, in other containers, FFV1: lossless)."""
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv444p"
-        stream.options = {"crf": "0"}
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv444p"
+        if codec == "libx264":
+            stream.options = {"crf": "0"}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
@@ -90,6 +93,14 @@ def test_mp4_decodes_what_was_written_within_codec_loss(tmp_path):
     got = V.read_frames(entry, wanted).astype(int)
     assert got.shape == (len(wanted), 48, 64, 3)
     assert np.abs(got - frames[wanted]).max() <= 3  # YUV 4:4:4 round trip
+
+
+def test_mkv_without_a_frame_count_is_counted(tmp_path):
+    frames = pattern_frames(14, 16, 16)
+    write_mp4(tmp_path / "c.mkv", frames, 25, codec="ffv1")
+    entry = V.probe(dict(path=tmp_path / "c.mkv", key="c.mkv", kind="video"), 8.0)
+    assert (entry.length, entry.fps) == (14, 25.0)
+    assert np.abs(V.read_frames(entry, np.array([2, 9, 13])).astype(int) - frames[[2, 9, 13]]).max() <= 3
 
 
 def test_gif_and_frame_folder_decode_exactly(tmp_path):
