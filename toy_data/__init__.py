@@ -38,10 +38,19 @@ def build_dataset(data_cfg, split: str = "train"):
         return MovingMNIST(num_frames=d.num_frames, resolution=d.resolution, num_digits=d.num_balls,
                            root=d.data_root or None, seed=d.data_seed, split=split,
                            frame_interval=1.0 / d.fps, length=10**9 if split == "train" else 10_000)
+    if d.dataset == "webdataset":  # clips written by `python -m nano_videodiff.data.shards write`
+        from nano_videodiff.data.shards import ShardDataset
+        dataset = ShardDataset((d.test_data_root or d.data_root) if split == "test" else d.data_root,
+                               num_frames=d.num_frames, resolution=d.resolution, channels=d.channels,
+                               seed=d.data_seed, shuffle_epochs=split == "train" and d.num_train_clips == 0)
+        if split == "train" and d.num_train_clips > len(dataset):
+            raise ValueError(f"--num_train_clips={d.num_train_clips} but the shards {d.data_root} hold "
+                             f"{len(dataset)} clips: pass at most that many (0 = all, in shuffled passes)")
+        return dataset
     raise ValueError(f"unknown dataset {d.dataset!r}; available: {', '.join(DATASETS)}")
 
 
-DATASETS = ("bouncing_balls", "physion", "moving_mnist")
+DATASETS = ("bouncing_balls", "physion", "moving_mnist", "webdataset")
 
 
 def get_batch(dataset, indices: Sequence[int]) -> Dict[str, torch.Tensor]:

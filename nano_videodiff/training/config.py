@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Tuple
 
 @dataclass
 class DataConfig:
-    dataset: str = "bouncing_balls"   # bouncing_balls | physion | moving_mnist (toy_data/__init__.py)
+    dataset: str = "bouncing_balls"   # bouncing_balls | physion | moving_mnist | webdataset (toy_data/__init__.py)
     scenario: str = "collide"         # physion: one of toy_data.physion.SCENARIOS, or "all"
     num_frames: int = 16              # T
     resolution: int = 32              # H = W in pixels
@@ -31,7 +31,11 @@ class DataConfig:
     num_train_clips: int = 0          # 0 = a fresh clip for every sample; N = cycle over N fixed clips
     num_test_clips: int = 256         # held-out clips for previews and evaluation (physion)
     cache_dir: str = ""               # physion: where simulated clips are cached ("" = ~/.cache/nano_videodiff)
-    data_root: str = ""               # moving_mnist: folder holding the MNIST files ("" = offline glyphs)
+    data_root: str = ""               # moving_mnist: folder holding the MNIST files ("" = offline glyphs);
+                                      # webdataset: shards, e.g. "dir/shards-{000000..000009}.tar", a folder or a tar
+    test_data_root: str = ""          # webdataset: held-out shards for previews and evaluation ("" = data_root's)
+    latent_shards: str = ""           # latent diffusion: latents cached by `python -m nano_videodiff.data.shards
+                                      # encode` (read instead of encoding the clips; data/shards.py)
     # Snap Video Sec. 3.3 (modality.py): joint image+video training and variable frame rate
     image_fraction: float = 0.0       # share of each batch that is images as infinite-fps videos (Snap: 0.5)
     image_scenario: str = ""          # physion: take the images from these scenarios ("" = the training clips)

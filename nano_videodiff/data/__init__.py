@@ -1,0 +1,1 @@
+"""Real video data: folders, manifests and shards."""
