@@ -261,22 +261,22 @@ class LatentShards:
         self.index = ShardIndex(spec)
         self.spec, self.seed, self._epoch = spec, cfg.data.data_seed, {}
         self.shuffle_epochs = cfg.data.num_train_clips == 0  # as ShardDataset: shuffled passes over the shards
-        if cfg.data.num_train_clips > len(self):
-            raise UserError(f"--num_train_clips={cfg.data.num_train_clips} but --latent_shards={spec} hold "
-                            f"{len(self)} latents: pass at most that many (0 = all, in shuffled passes)")
         meta = self.index.read_json(0)
         if "autoencoder_sha256" not in meta:
             raise UserError(f"{spec} are not latent shards (no autoencoder hash in their metadata); write them "
                             "with python -m nano_videodiff.data.shards encode")
-        if meta["autoencoder_sha256"] != weights_hash(autoencoder):
-            raise UserError(f"--latent_shards={spec} were encoded by another autoencoder ({meta.get('autoencoder')}"
-                            f"), not --autoencoder={cfg.data.autoencoder}: re-encode them with this one, or pass "
-                            "the autoencoder they were made with")
         want, have = latent_signature(cfg), meta.get("signature", {})
         differ = [f"{k}: {have.get(k)!r} vs {v!r}" for k, v in want.items() if have.get(k) != v]
         if differ:
             raise UserError(f"--latent_shards={spec} were encoded for other settings ({'; '.join(differ)}); pass "
                             "the same values or re-encode")
+        if meta["autoencoder_sha256"] != weights_hash(autoencoder):
+            raise UserError(f"--latent_shards={spec} were encoded by another autoencoder ({meta.get('autoencoder')}"
+                            f"), not --autoencoder={cfg.data.autoencoder}: re-encode them with this one, or pass "
+                            "the autoencoder they were made with")
+        if cfg.data.num_train_clips > len(self):
+            raise UserError(f"--num_train_clips={cfg.data.num_train_clips} but --latent_shards={spec} hold "
+                            f"{len(self)} latents: pass at most that many (0 = all, in shuffled passes)")
 
     def __len__(self) -> int:
         return len(self.index)
