@@ -44,7 +44,8 @@ def build_dataset(data_cfg, split: str = "train"):
                                num_frames=d.num_frames, resolution=d.resolution, channels=d.channels,
                                seed=d.data_seed, shuffle_epochs=split == "train" and d.num_train_clips == 0)
         if split == "train" and d.num_train_clips > len(dataset):
-            raise ValueError(f"--num_train_clips={d.num_train_clips} but the shards {d.data_root} hold "
+            from nano_videodiff.errors import UserError
+            raise UserError(f"--num_train_clips={d.num_train_clips} but the shards {d.data_root} hold "
                              f"{len(dataset)} clips: pass at most that many (0 = all, in shuffled passes)")
         return dataset
     raise ValueError(f"unknown dataset {d.dataset!r}; available: {', '.join(DATASETS)}")
