@@ -226,3 +226,20 @@ def test_training_from_latent_shards_is_bit_exact_with_in_memory_latents(autoenc
         assert torch.equal(a, b), name
     with pytest.raises(UserError, match="--latent_shards are the latents of whole clips"):
         train.main([*common, f"--latent_shards={tmp_path}", "--image_fraction=0.5", f"--out_dir={tmp_path / 'x'}"])
+
+
+def test_labels_are_kept_and_the_command_line_fails_in_one_line(tmp_path):
+    """Toy Physion's scenario labels survive the round trip; tool mistakes are one-line errors (exit 2)."""
+    physion = ["--config=physion_all", "--num_frames=4",
+               "--resolution=16", f"--cache_dir={tmp_path / 'cache'}"]
+    shards.main(["write", *physion, "--num_clips=4", "--num_train_clips=8", f"--out={tmp_path}/p-%06d.tar"])
+    cfg = resolve([*physion, "--num_train_clips=8"])[0]
+    source = toy_data.get_batch(toy_data.build_dataset(cfg.data), range(4))
+    read = shards.ShardDataset(f"{tmp_path}/p-000000.tar", 4, 16, 3).get_batch(range(4))
+    assert torch.equal(read["labels"], source["labels"]) and read["frame_interval"][0] == pytest.approx(0.1)
+    with pytest.raises(UserError, match="--autoencoder='' not found"):
+        shards.main(["encode", "--config=smoke", "--num_clips=2", f"--out={tmp_path}/z-%06d.tar"])
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "nano_videodiff.data.shards", "write", "--config=smoke"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr == "error: pass --out=DIR/shards-%06d.tar (where to write the shards)\n"

@@ -45,7 +45,9 @@ import torch
 
 from ..errors import UserError
 
-ENCODE_BATCH = 64  # clips per encoder call: the same chunks as training/batches.py encode_dataset (bit-exact)
+# Clips per encoder call, here and in training/batches.py encode_dataset: the same chunks give bit-identical
+# latents (another batch size may change the float rounding of the convolutions).
+ENCODE_BATCH = 64
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,7 +309,6 @@ class ToolOptions:
     clips_per_shard: int = 256    # samples per tar (WebDataset suggests shards of a few hundred MB)
     split: str = "train"          # which split of the dataset to write: train | test
     num_clips: int = 0            # how many clips (0 = --num_train_clips / --num_test_clips of the config)
-    autoencoder: str = ""         # encode: the stage-1 checkpoint (default: the config's --autoencoder)
 
 
 def clip_count(cfg, dataset, options: ToolOptions) -> int:
@@ -378,11 +379,10 @@ def encode_clips(cfg, options: ToolOptions) -> int:
     import toy_data
     from .. import latent
     from ..hardware import pick_device
-    path = options.autoencoder or cfg.data.autoencoder
+    path = cfg.data.autoencoder  # the config field, as train.py takes it
     if not path or not Path(path).is_file():
         raise UserError(f"--autoencoder={path!r} not found: pass a trained stage-1 checkpoint "
                         "(python train.py --config=walt_vae_physion writes one)")
-    cfg.data.autoencoder = str(path)
     vae = latent.build_frozen_autoencoder(cfg)
     latent.load_autoencoder_weights(vae, str(path), cfg)
     device = pick_device(cfg.run.device)

@@ -16,7 +16,7 @@ import toy_data
 
 from .. import latent, masking, modality
 from ..conditioning import DROPPED_LABEL, Batch, Cond
-from ..data.shards import LatentShards
+from ..data.shards import ENCODE_BATCH, LatentShards
 from ..errors import UserError
 from ..edm import sample_training_sigma
 
@@ -80,7 +80,7 @@ class TrainingData:
 
 
 @torch.no_grad()
-def encode_dataset(autoencoder, dataset, num_clips: int, device, batch_size: int = 64) -> torch.Tensor:
+def encode_dataset(autoencoder, dataset, num_clips: int, device, batch_size: int = ENCODE_BATCH) -> torch.Tensor:
     """Clips 0 .. num_clips - 1 of ``dataset`` as normalised latents (N, 1 + k, c, h, w), float32 on the CPU."""
     chunks = []
     starts = range(0, num_clips, batch_size)
