@@ -16,7 +16,7 @@ import train
 from nano_videodiff.data import shards
 from nano_videodiff.errors import UserError
 from nano_videodiff.training.batches import TrainingData, make_batch
-from nano_videodiff.training.presets import get_preset, resolve
+from nano_videodiff.training.presets import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_CLIPS, PER_SHARD = 10, 4  # 3 shards: 4 + 4 + 2 clips
