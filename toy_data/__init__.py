@@ -42,10 +42,20 @@ def build_dataset(data_cfg, split: str = "train"):
     if d.dataset == "videos":  # your own clips: a folder or a manifest (nano_videodiff/data/videos.py)
         from nano_videodiff.data.videos import VideoDataset
         return VideoDataset.from_config(d, split)
+    if d.dataset == "webdataset":  # clips written by `python -m nano_videodiff.data.shards write`
+        from nano_videodiff.data.shards import ShardDataset
+        dataset = ShardDataset((d.test_data_root or d.data_root) if split == "test" else d.data_root,
+                               num_frames=d.num_frames, resolution=d.resolution, channels=d.channels,
+                               seed=d.data_seed, shuffle_epochs=split == "train" and d.num_train_clips == 0)
+        if split == "train" and d.num_train_clips > len(dataset):
+            from nano_videodiff.errors import UserError
+            raise UserError(f"--num_train_clips={d.num_train_clips} but the shards {d.data_root} hold "
+                             f"{len(dataset)} clips: pass at most that many (0 = all, in shuffled passes)")
+        return dataset
     raise ValueError(f"unknown dataset {d.dataset!r}; available: {', '.join(DATASETS)}")
 
 
-DATASETS = ("bouncing_balls", "physion", "moving_mnist", "videos")
+DATASETS = ("bouncing_balls", "physion", "moving_mnist", "videos", "webdataset")
 # Datasets that take each clip's frames with a random stride themselves (--max_frame_stride), because
 # their files differ in length and frame rate; the toy clips are re-sampled by training/batches.py.
 OWN_FRAME_RATE = ("videos",)

@@ -16,6 +16,8 @@ import toy_data
 
 from .. import latent, masking, modality
 from ..conditioning import DROPPED_LABEL, Batch, Cond
+from ..data.shards import ENCODE_BATCH, LatentShards
+from ..errors import UserError
 from ..edm import sample_training_sigma
 
 
@@ -38,7 +40,8 @@ class TrainingData:
     encodes every clip once, here, and the steps read the cached latents (``self.latents``, (N, 1 + k, c,
     h, w) float32) instead of running the encoder on every batch. The encoder is deterministic (posterior
     mean), so a step sees the same latents either way. Varied batches (images, frame strides) and fresh
-    procedural clips are encoded per step, as they are drawn.
+    procedural clips are encoded per step, as they are drawn. With ``--latent_shards`` the latents were
+    encoded once ahead of time (data/shards.py ``encode``) and are read from disk, never held all in memory.
     """
 
     def __init__(self, cfg, autoencoder=None, device="cpu"):
@@ -47,11 +50,18 @@ class TrainingData:
         # frame rate, data/videos.py); toy clips are loaded long and re-sampled here.
         self.own_frame_rate = d.dataset in toy_data.OWN_FRAME_RATE
         self.varied = d.image_fraction > 0 or (d.max_frame_stride > 1 and not self.own_frame_rate)
-        long_clips = replace(d, num_frames=modality.clip_length(d.num_frames, d.max_frame_stride))
-        self.videos = toy_data.build_dataset(long_clips if self.varied and not self.own_frame_rate else d, "train")
         self.loader = None  # a DataLoader of this rank's batches, step by step (start_loader)
         self.autoencoder, self.latents = autoencoder, None
-        if autoencoder is not None and not self.varied and d.num_train_clips > 0:
+        if d.latent_shards:  # latents encoded once, ahead of time (data/shards.py encode): no pixels at all
+            if autoencoder is None or self.varied:
+                raise UserError("--latent_shards are the latents of whole clips for latent diffusion: pass the "
+                                "--autoencoder they were encoded with, and no --image_fraction/--max_frame_stride")
+            self.latents = self.videos = LatentShards(d.latent_shards, cfg, autoencoder)
+        else:
+            long_clips = replace(d, num_frames=modality.clip_length(d.num_frames, d.max_frame_stride))
+            self.videos = toy_data.build_dataset(long_clips if self.varied and not self.own_frame_rate else d,
+                                                 "train")
+        if autoencoder is not None and not self.varied and d.num_train_clips > 0 and self.latents is None:
             self.latents = encode_dataset(autoencoder, self.videos, d.num_train_clips, device)
         self.images = None
         if d.image_fraction > 0:
@@ -104,7 +114,7 @@ class TrainingData:
 
 
 @torch.no_grad()
-def encode_dataset(autoencoder, dataset, num_clips: int, device, batch_size: int = 64) -> torch.Tensor:
+def encode_dataset(autoencoder, dataset, num_clips: int, device, batch_size: int = ENCODE_BATCH) -> torch.Tensor:
     """Clips 0 .. num_clips - 1 of ``dataset`` as normalised latents (N, 1 + k, c, h, w), float32 on the CPU."""
     chunks = []
     starts = range(0, num_clips, batch_size)
@@ -140,6 +150,8 @@ def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device
     if data.varied:  # the batch's make-up (images vs videos, strides) is decided for the global batch
         batch = data.global_batch(cfg, indices, g)
         batch = {k: v[mine] for k, v in batch.items() if v is not None}
+    elif isinstance(data.latents, LatentShards):  # latent shards: latents, labels and intervals, all read
+        batch = toy_data.get_batch(data.latents, indices[mine].tolist())
     elif data.latents is not None:  # cached latents: labels and intervals from the clips, no pixels decoded
         batch = {k: v for k, v in toy_data.get_batch(data.videos, indices[mine].tolist()).items() if k != "video"}
         batch["video"] = data.latents[indices[mine]]

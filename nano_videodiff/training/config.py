@@ -20,7 +20,8 @@ from typing import Any, Dict, List, Tuple
 @dataclass
 class DataConfig:
     dataset: str = "bouncing_balls"   # bouncing_balls | physion | moving_mnist (toy_data/__init__.py) |
-                                      # videos: your own clips under --data_root (docs/own_videos.md)
+                                      # videos: your own clips under --data_root (docs/own_videos.md) |
+                                      # webdataset: shards written by `python -m nano_videodiff.data.shards`
     scenario: str = "collide"         # physion: one of toy_data.physion.SCENARIOS, or "all"
     num_frames: int = 16              # T
     resolution: int = 32              # H = W in pixels
@@ -34,7 +35,11 @@ class DataConfig:
     num_test_clips: int = 256         # held-out clips for previews and evaluation (physion)
     cache_dir: str = ""               # physion: where simulated clips are cached ("" = ~/.cache/nano_videodiff)
     data_root: str = ""               # moving_mnist: folder holding the MNIST files ("" = offline glyphs);
-                                      # videos: a folder of clips, or a .csv/.jsonl manifest
+                                      # videos: a folder of clips, or a .csv/.jsonl manifest;
+                                      # webdataset: shards, e.g. "dir/shards-{000000..000009}.tar", a folder or a tar
+    test_data_root: str = ""          # webdataset: held-out shards for previews and evaluation ("" = data_root's)
+    latent_shards: str = ""           # latent diffusion: latents cached by `python -m nano_videodiff.data.shards
+                                      # encode` (read instead of encoding the clips; data/shards.py)
     val_fraction: float = 0.05        # videos: share of clips held out (by a hash of their path) for previews
     num_workers: int = 0              # DataLoader processes decoding the next steps' clips (0 = in the loop)
     # Snap Video Sec. 3.3 (modality.py): joint image+video training and variable frame rate
