@@ -41,15 +41,16 @@ DEBUG_ENV = "NANO_VIDEODIFF_DEBUG"  # =1: tracebacks for user errors too (as the
 def run_script(main, argv=None) -> int:
     """A script's entry point: ``sys.exit(run_script(main))``.
 
-    ``main(argv)`` runs with ``--debug`` taken out of ``argv``; a UserError becomes ``error: <message>``
-    on stderr and exit status 2, an interrupt exit status 130 (or 128 + its signal). With ``--debug`` or
-    NANO_VIDEODIFF_DEBUG=1 a user error also shows its traceback. Any other exception propagates: a bug.
+    ``main(argv)`` runs with ``--debug`` taken out of ``argv``; the exit status is 0, or what it returns if
+    that is an int (a tool's usage text: 2). A UserError becomes ``error: <message>`` on stderr and exit
+    status 2, an interrupt exit status 130 (or 128 + its signal). With ``--debug`` or NANO_VIDEODIFF_DEBUG=1
+    a user error also shows its traceback. Any other exception propagates: a bug.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     argv = [arg for arg in argv if arg != "--debug"]
     try:
-        main(argv)
+        result = main(argv)
     except UserError as e:
         if debug:
             traceback.print_exc()
@@ -60,4 +61,4 @@ def run_script(main, argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return result if type(result) is int else 0  # train.py returns its models, sample.py its videos
