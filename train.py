@@ -177,6 +177,7 @@ def main(argv=None) -> dict:
         load_model_state(model, ckpt["model"])
         start_step = int(ckpt["step"])
     data = TrainingData(cfg, objective.autoencoder, device)
+    data.start_loader(cfg, start_step, rank, world, device)  # --num_workers: clips decoded ahead, same batches
     ema = copy.deepcopy(model).requires_grad_(False)  # a plain, full copy on every rank
     if ckpt is not None:
         load_model_state(ema, ckpt["ema"], "EMA")

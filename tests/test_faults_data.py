@@ -20,7 +20,7 @@ from PIL import Image
 
 import toy_data
 from nano_videodiff.errors import UserError
-from nano_videodiff.presets import get_preset
+from nano_videodiff.training.presets import get_preset
 from nano_videodiff.evaluation.video_io import load_video, save_gif, to_uint8
 from toy_data import physion
 from toy_data.moving_mnist import MovingMNIST, read_idx

@@ -1,4 +1,5 @@
-"""Procedural toy datasets: nothing is downloaded, every clip is a pure function of (seed, index).
+"""The datasets: procedural toy data (nothing is downloaded, every clip a pure function of (seed, index)),
+and ``videos``, your own clips (``nano_videodiff/data/videos.py``).
 
 ``build_dataset(data_cfg, split)`` turns the ``data`` section of a config into a dataset, and
 ``get_batch(dataset, indices)`` returns a dict with at least ``video`` (B, T, C, H, W) in [-1, 1] and
@@ -38,10 +39,26 @@ def build_dataset(data_cfg, split: str = "train"):
         return MovingMNIST(num_frames=d.num_frames, resolution=d.resolution, num_digits=d.num_balls,
                            root=d.data_root or None, seed=d.data_seed, split=split,
                            frame_interval=1.0 / d.fps, length=10**9 if split == "train" else 10_000)
+    if d.dataset == "videos":  # your own clips: a folder or a manifest (nano_videodiff/data/videos.py)
+        from nano_videodiff.data.videos import VideoDataset
+        return VideoDataset.from_config(d, split)
+    if d.dataset == "webdataset":  # clips written by `python -m nano_videodiff.data.shards write`
+        from nano_videodiff.data.shards import ShardDataset
+        dataset = ShardDataset((d.test_data_root or d.data_root) if split == "test" else d.data_root,
+                               num_frames=d.num_frames, resolution=d.resolution, channels=d.channels,
+                               seed=d.data_seed, shuffle_epochs=split == "train" and d.num_train_clips == 0)
+        if split == "train" and d.num_train_clips > len(dataset):
+            from nano_videodiff.errors import UserError
+            raise UserError(f"--num_train_clips={d.num_train_clips} but the shards {d.data_root} hold "
+                             f"{len(dataset)} clips: pass at most that many (0 = all, in shuffled passes)")
+        return dataset
     raise ValueError(f"unknown dataset {d.dataset!r}; available: {', '.join(DATASETS)}")
 
 
-DATASETS = ("bouncing_balls", "physion", "moving_mnist")
+DATASETS = ("bouncing_balls", "physion", "moving_mnist", "videos", "webdataset")
+# Datasets that take each clip's frames with a random stride themselves (--max_frame_stride), because
+# their files differ in length and frame rate; the toy clips are re-sampled by training/batches.py.
+OWN_FRAME_RATE = ("videos",)
 
 
 def get_batch(dataset, indices: Sequence[int]) -> Dict[str, torch.Tensor]:

@@ -16,6 +16,8 @@ import toy_data
 
 from .. import latent, masking, modality
 from ..conditioning import DROPPED_LABEL, Batch, Cond
+from ..data.shards import ENCODE_BATCH, LatentShards
+from ..errors import UserError
 from ..edm import sample_training_sigma
 
 
@@ -38,21 +40,59 @@ class TrainingData:
     encodes every clip once, here, and the steps read the cached latents (``self.latents``, (N, 1 + k, c,
     h, w) float32) instead of running the encoder on every batch. The encoder is deterministic (posterior
     mean), so a step sees the same latents either way. Varied batches (images, frame strides) and fresh
-    procedural clips are encoded per step, as they are drawn.
+    procedural clips are encoded per step, as they are drawn. With ``--latent_shards`` the latents were
+    encoded once ahead of time (data/shards.py ``encode``) and are read from disk, never held all in memory.
     """
 
     def __init__(self, cfg, autoencoder=None, device="cpu"):
         d = cfg.data
-        self.varied = d.image_fraction > 0 or d.max_frame_stride > 1
-        long_clips = replace(d, num_frames=modality.clip_length(d.num_frames, d.max_frame_stride))
-        self.videos = toy_data.build_dataset(long_clips if self.varied else d, "train")
+        # Real videos take their frames with a random stride themselves (their files differ in length and
+        # frame rate, data/videos.py); toy clips are loaded long and re-sampled here.
+        self.own_frame_rate = d.dataset in toy_data.OWN_FRAME_RATE
+        self.varied = d.image_fraction > 0 or (d.max_frame_stride > 1 and not self.own_frame_rate)
+        self.loader = None  # a DataLoader of this rank's batches, step by step (start_loader)
         self.autoencoder, self.latents = autoencoder, None
-        if autoencoder is not None and not self.varied and d.num_train_clips > 0:
+        if d.latent_shards:  # latents encoded once, ahead of time (data/shards.py encode): no pixels at all
+            if autoencoder is None or self.varied:
+                raise UserError("--latent_shards are the latents of whole clips for latent diffusion: pass the "
+                                "--autoencoder they were encoded with, and no --image_fraction/--max_frame_stride")
+            self.latents = self.videos = LatentShards(d.latent_shards, cfg, autoencoder)
+        else:
+            long_clips = replace(d, num_frames=modality.clip_length(d.num_frames, d.max_frame_stride))
+            self.videos = toy_data.build_dataset(long_clips if self.varied and not self.own_frame_rate else d,
+                                                 "train")
+        if autoencoder is not None and not self.varied and d.num_train_clips > 0 and self.latents is None:
             self.latents = encode_dataset(autoencoder, self.videos, d.num_train_clips, device)
         self.images = None
         if d.image_fraction > 0:
             image_data = replace(d, scenario=d.image_scenario) if d.image_scenario else d
             self.images = modality.ImageSource(toy_data.build_dataset(image_data, "train"))
+
+    def start_loader(self, cfg, start_step: int, rank: int, world: int, device="cpu") -> None:
+        """With ``--num_workers > 0``: worker processes decode the clips of the coming steps (data/loader.py).
+
+        The loader's sampler draws each step's indices as ``make_batch`` does, so the batches are the same
+        as without workers. Only plain clip batches go through it (not cached latents or joint batches).
+        """
+        if cfg.data.num_workers == 0 or self.varied or self.latents is not None:
+            return
+        from ..data.loader import StepIndices, step_loader
+        from .distributed import micro_batches
+
+        slices = [(r, w) for _, r, w in micro_batches(rank, world, cfg.optim.grad_accum_steps)]
+        sampler = StepIndices(lambda step: step_indices(cfg, step)[1], start_step, cfg.optim.max_steps, slices)
+        self.loader = iter(step_loader(self.videos, sampler, cfg.data.num_workers,
+                                       pin_memory=torch.device(device).type == "cuda"))
+
+    def load(self, indices: torch.Tensor) -> dict:
+        """The clips of ``indices``: the loader's next batch if there is a loader, else loaded here."""
+        if self.loader is None:
+            return toy_data.get_batch(self.videos, indices.tolist())
+        batch = next(self.loader)
+        if not torch.equal(batch.pop("indices"), indices):
+            raise RuntimeError("the DataLoader is out of step with training: make_batch must be called for "
+                               "every micro-batch of every step, in order, after start_loader")
+        return batch
 
     def global_batch(self, cfg, indices, g) -> dict:
         """video (B, T, C, H, W), frame_interval (B,) and labels (B,) if any, for the whole global batch."""
@@ -61,8 +101,11 @@ class TrainingData:
         d, B = cfg.data, len(indices)
         n_img, n_vid = modality.split_counts(B, d.image_fraction)
         clips = toy_data.get_batch(self.videos, indices[:n_vid].tolist())
-        video, interval, _ = modality.variable_frame_rate(clips["video"], d.num_frames, 1 / clips["frame_interval"],
-                                                          d.max_frame_stride, g)
+        if self.own_frame_rate:  # strides already taken by the dataset
+            video, interval = clips["video"], clips["frame_interval"]
+        else:
+            video, interval, _ = modality.variable_frame_rate(clips["video"], d.num_frames,
+                                                              1 / clips["frame_interval"], d.max_frame_stride, g)
         if n_img == 0:
             return {"video": video, "frame_interval": interval, "labels": clips.get("labels")}
         images = self.images.sample_batch(n_img, g)
@@ -71,7 +114,7 @@ class TrainingData:
 
 
 @torch.no_grad()
-def encode_dataset(autoencoder, dataset, num_clips: int, device, batch_size: int = 64) -> torch.Tensor:
+def encode_dataset(autoencoder, dataset, num_clips: int, device, batch_size: int = ENCODE_BATCH) -> torch.Tensor:
     """Clips 0 .. num_clips - 1 of ``dataset`` as normalised latents (N, 1 + k, c, h, w), float32 on the CPU."""
     chunks = []
     starts = range(0, num_clips, batch_size)
@@ -81,18 +124,23 @@ def encode_dataset(autoencoder, dataset, num_clips: int, device, batch_size: int
     return torch.cat(chunks)
 
 
+def step_indices(cfg, step: int):
+    """``(generator, indices)``: the step's generator, after drawing the global batch's clip indices (B,)."""
+    g = torch.Generator().manual_seed(cfg.run.seed * STEP_SEED_STRIDE + step)
+    B = cfg.optim.batch_size
+    if cfg.data.num_train_clips > 0:  # a fixed training set of N clips, sampled with replacement
+        return g, torch.randint(cfg.data.num_train_clips, (B,), generator=g)
+    return g, step * B + torch.arange(B)  # a fresh clip for every sample
+
+
 def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device) -> Batch:
     """The global batch of ``step`` (the same whatever the world size), this rank's slice of it, as a ``Batch``.
 
     With an autoencoder in ``data`` (latent diffusion, latent.py) the videos are latents (cached, or
     encoded on ``device`` here), and everything after (noise, masks) has the latent shape.
     """
-    g = torch.Generator().manual_seed(cfg.run.seed * STEP_SEED_STRIDE + step)
+    g, indices = step_indices(cfg, step)
     B = cfg.optim.batch_size
-    if cfg.data.num_train_clips > 0:  # a fixed training set of N clips, sampled with replacement
-        indices = torch.randint(cfg.data.num_train_clips, (B,), generator=g)
-    else:  # a fresh procedural clip for every sample
-        indices = step * B + torch.arange(B)
     sigma = sample_training_sigma(B, cfg.diffusion.P_mean, cfg.diffusion.P_std, generator=g)
     drop = torch.rand(B, generator=g) < cfg.diffusion.label_dropout
     # Which samples use RIN self-conditioning (only a Denoiser with self_condition_prob > 0 reads it). Drawn
@@ -102,17 +150,20 @@ def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device
     if data.varied:  # the batch's make-up (images vs videos, strides) is decided for the global batch
         batch = data.global_batch(cfg, indices, g)
         batch = {k: v[mine] for k, v in batch.items() if v is not None}
+    elif isinstance(data.latents, LatentShards):  # latent shards: latents, labels and intervals, all read
+        batch = toy_data.get_batch(data.latents, indices[mine].tolist())
     elif data.latents is not None:  # cached latents: labels and intervals from the clips, no pixels decoded
         batch = {k: v for k, v in toy_data.get_batch(data.videos, indices[mine].tolist()).items() if k != "video"}
         batch["video"] = data.latents[indices[mine]]
-    else:  # plain videos: each rank loads only its own clips
-        batch = toy_data.get_batch(data.videos, indices[mine].tolist())
+    else:  # plain videos: each rank loads only its own clips (in DataLoader workers with --num_workers)
+        batch = data.load(indices[mine])
     x = batch["video"]
     if cfg.data.train_window > 0:  # random windows of consecutive frames (drawn for the global batch)
         starts = torch.randint(x.shape[1] - cfg.data.train_window + 1, (B,), generator=g)[mine]
         frames = starts[:, None] + torch.arange(cfg.data.train_window)  # (b, window)
         x = x[torch.arange(x.shape[0])[:, None], frames]
-    is_image = batch["frame_interval"] == 0 if cfg.data.image_fraction > 0 else None
+    # Images as videos (interval 0): joint batches, and the stills of a folder of real videos
+    is_image = batch["frame_interval"] == 0 if cfg.data.image_fraction > 0 or data.own_frame_rate else None
     if data.autoencoder is not None and data.latents is None:
         x = latent.encode(data.autoencoder, x.to(device), None if is_image is None else is_image.to(device))
     noise = torch.randn((B, *x.shape[1:]), generator=torch.Generator().manual_seed(cfg.run.seed * NOISE_SEED_STRIDE

@@ -19,19 +19,29 @@ from typing import Any, Dict, List, Tuple
 
 @dataclass
 class DataConfig:
-    dataset: str = "bouncing_balls"   # bouncing_balls | physion | moving_mnist (toy_data/__init__.py)
+    dataset: str = "bouncing_balls"   # bouncing_balls | physion | moving_mnist (toy_data/__init__.py) |
+                                      # videos: your own clips under --data_root (docs/own_videos.md) |
+                                      # webdataset: shards written by `python -m nano_videodiff.data.shards`
     scenario: str = "collide"         # physion: one of toy_data.physion.SCENARIOS, or "all"
     num_frames: int = 16              # T
     resolution: int = 32              # H = W in pixels
     channels: int = 3                 # C
     num_balls: int = 2                # bouncing_balls: discs per clip; moving_mnist: digits per clip
-    fps: float = 8.0                  # frames per second of the clips; the model sees 1/fps
+    fps: float = 8.0                  # frames per second of the clips; the model sees 1/fps (videos: only
+                                      # for frame folders; video files have their own)
     num_classes: int = 0              # labels (e.g. scenarios); 0 = unconditional model
     data_seed: int = 0                # which procedural clips make up the training set
     num_train_clips: int = 0          # 0 = a fresh clip for every sample; N = cycle over N fixed clips
     num_test_clips: int = 256         # held-out clips for previews and evaluation (physion)
     cache_dir: str = ""               # physion: where simulated clips are cached ("" = ~/.cache/nano_videodiff)
-    data_root: str = ""               # moving_mnist: folder holding the MNIST files ("" = offline glyphs)
+    data_root: str = ""               # moving_mnist: folder holding the MNIST files ("" = offline glyphs);
+                                      # videos: a folder of clips, or a .csv/.jsonl manifest;
+                                      # webdataset: shards, e.g. "dir/shards-{000000..000009}.tar", a folder or a tar
+    test_data_root: str = ""          # webdataset: held-out shards for previews and evaluation ("" = data_root's)
+    latent_shards: str = ""           # latent diffusion: latents cached by `python -m nano_videodiff.data.shards
+                                      # encode` (read instead of encoding the clips; data/shards.py)
+    val_fraction: float = 0.05        # videos: share of clips held out (by a hash of their path) for previews
+    num_workers: int = 0              # DataLoader processes decoding the next steps' clips (0 = in the loop)
     # Snap Video Sec. 3.3 (modality.py): joint image+video training and variable frame rate
     image_fraction: float = 0.0       # share of each batch that is images as infinite-fps videos (Snap: 0.5)
     image_scenario: str = ""          # physion: take the images from these scenarios ("" = the training clips)
@@ -205,6 +215,13 @@ class Config:
              f"--num_context={t.num_context} leaves nothing to generate with --num_frames={d.num_frames}"),
             (0.0 <= d.image_fraction <= 1.0, f"--image_fraction must be in [0, 1], got {d.image_fraction}"),
             (d.max_frame_stride >= 1, f"--max_frame_stride must be >= 1, got {d.max_frame_stride}"),
+            (d.dataset != "videos" or bool(d.data_root),
+             "--dataset=videos needs --data_root=<a folder of videos, or a .csv/.jsonl manifest>"),
+            (0.0 < d.val_fraction < 1.0, f"--val_fraction must be in (0, 1), got {d.val_fraction}"),
+            (d.num_workers >= 0, f"--num_workers must be >= 0, got {d.num_workers}"),
+            (d.num_workers == 0 or (d.image_fraction == 0 and (d.max_frame_stride == 1 or d.dataset == "videos")),
+             "--num_workers loads plain clips; with --image_fraction (or toy data with --max_frame_stride) "
+             "use --num_workers=0"),
             (0 <= d.train_window <= d.num_frames, f"--train_window must be in 0..num_frames={d.num_frames}"),
             (d.train_window == 0 or (not d.autoencoder and d.image_fraction == 0 and d.max_frame_stride == 1
                                      and t.masking == "none"),
