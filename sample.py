@@ -5,6 +5,7 @@
     python sample.py --ckpt=... --task=interpolate --every=4 --context=my_clip.gif     # from your file
     python sample.py --ckpt=... --task=predict --cfg_scale=2 --guidance=context        # context guidance
     python sample.py --ckpt=out/physion_collide/ckpt.pt --eval --out_dir=out/eval      # model vs baselines
+    python sample.py --ckpt=out/moving_mnist/ckpt.pt --eval --mnist_test_seq=mnist_test_seq.npy  # the standard protocol
     python sample.py --ckpt=out/videoldm_bouncing_balls/ckpt.pt --image_model          # Video LDM Fig. 2
 
 Tasks (masking.py): generate | predict | backward | interpolate | animate | complete (and random_frames).
@@ -65,6 +66,8 @@ class SampleArgs:
     overwrite: bool = False       # allow writing into an out_dir that already holds samples
     eval: bool = False            # score forward prediction (model vs baselines) on held-out clips: eval.json
     eval_clips: int = 64          # --eval: how many held-out clips
+    mnist_test_seq: str = ""      # --eval on Moving MNIST: the standard mnist_test_seq.npy (or its folder);
+                                  # "" = generated clips (evaluation/mmnist_protocol.py)
     image_model: bool = False     # videoldm: also sample its frozen image model (temporal layers off) from the
                                   # same noise, and write [image model | aligned video model] side by side
                                   # (its learned alphas: tutorials/05_temporal_alignment.py plots them)
@@ -75,6 +78,7 @@ class SampleArgs:
             (bool(self.ckpt), "pass --ckpt=PATH, the checkpoint written by train.py (e.g. out/bouncing_balls/ckpt.pt)"),
             (self.dtype in ("auto", "fp32", "bf16"), f"--dtype must be auto, fp32 or bf16, got {self.dtype!r}"),
             (self.task in masking.TASKS, f"unknown task {self.task!r}; choose from {', '.join(masking.TASKS)}"),
+            (self.eval or not self.mnist_test_seq, "--mnist_test_seq is the test set of --eval; pass --eval too"),
             (self.guidance in ("label", "context"), f"--guidance must be label or context, got {self.guidance!r}"),
             (self.solver in ("", "heun", "euler"), f"--solver must be heun or euler, got {self.solver!r}"),
             (self.num_videos >= 1, f"--num_videos must be >= 1, got {self.num_videos}"),
@@ -187,6 +191,9 @@ def main(argv=None):
     model, cfg = load_model(args.ckpt, args.use_ema, device)
     d = cfg.data
     n = args.num_videos
+    if args.eval and d.dataset == "moving_mnist":  # the field's 10 -> 10 protocol and published numbers
+        from nano_videodiff.evaluation import mmnist_protocol
+        return mmnist_protocol.run(model, cfg, args, out_dir, device)
     if args.eval:  # forward prediction scored against copy-last, constant velocity and the simulator
         from nano_videodiff.evaluation import physics_eval
         result = physics_eval.evaluate_prediction(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 import sys
 import time
@@ -50,11 +49,12 @@ from nano_videodiff.models import count_parameters
 from nano_videodiff.training.objectives import build_objective
 from nano_videodiff.training.optim import build_optimizer, ema_update, lr_at
 from nano_videodiff.training.previews import plot_losses
-from nano_videodiff.training.runs import Interrupts, clear_outputs, existing_outputs, trim_log
+from nano_videodiff.training.run_log import open_run_log
+from nano_videodiff.training.runs import Interrupts, clear_outputs, existing_outputs
 
 # Fields that may change when resuming (they do not change what is computed).
 RESUMABLE_CHANGES = {"run.out_dir", "run.device", "run.compile", "run.log_every", "run.ckpt_every",
-                     "run.preview_every", "run.num_preview", "run.preview_steps", "run.resume",
+                     "run.preview_every", "run.num_preview", "run.log", "run.preview_steps", "run.resume",
                      "run.max_minutes", "run.overwrite", "run.stop_at_step", "run.init_from",
                      "run.parallel", "run.activation_checkpointing", "optim.grad_accum_steps",
                      "optim.max_steps"}  # a new max_steps stretches the cosine schedule from here on
@@ -263,11 +263,8 @@ def train(cfg, changed, device) -> dict:
     autocast, scaler = autocast_context(device, precision.name), grad_scaler(device, precision.name)
 
     # ---- training loop -------------------------------------------------------------------------------
-    log_path = out_dir / "log.jsonl"
-    if master and ckpt is not None and log_path.exists():  # drop log lines written after the checkpoint
-        trim_log(log_path, start_step)
-    elif master and ckpt is None:
-        log_path.write_text("")
+    log_path = out_dir / "log.jsonl"  # run_log.py: log.jsonl (+ TensorBoard with --log=tensorboard), rank 0 only
+    run_log = open_run_log(out_dir, cfg.run.log, rank, start_step if ckpt is not None else None)
 
     def checkpoint(step, extra=None):
         """Every rank takes part (FSDP gathers the shards); rank 0 writes full tensors with plain names."""
@@ -327,14 +324,14 @@ def train(cfg, changed, device) -> dict:
                 n_steps = window_videos // o.batch_size
                 row = {"step": done, "loss": window_loss / n_steps, "lr": lr,
                        "videos_per_s": window_videos / max(elapsed, 1e-9), "elapsed_s": time.time() - t_start}
+                run_log.scalars(row)
                 if master:
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps(row) + "\n")
                     bar.set_postfix(loss=f"{row['loss']:.4f}", vid_s=f"{row['videos_per_s']:.1f}")
                 window_loss, window_videos, window_t0 = 0.0, 0, time.time()
             t_aside = time.time()  # previews and checkpoints do not count towards videos/s
             if master and cfg.run.preview_every > 0 and (done % cfg.run.preview_every == 0 or done == o.max_steps):
                 objective.preview(cfg, ema, device, precision.name, out_dir / "previews" / f"step_{done:06d}")
+                run_log.preview(done, out_dir / "previews" / f"step_{done:06d}", fps=cfg.data.fps)
             out_of_time = cfg.run.max_minutes > 0 and time.time() - t_start > 60 * cfg.run.max_minutes
             interrupted = interrupts.signal  # Ctrl-C or SIGTERM since the last step (runs.Interrupts)
             if distributed:  # every rank must stop at the same step (a signal may reach only some of them)
@@ -351,6 +348,7 @@ def train(cfg, changed, device) -> dict:
                           f"stopping at step {done} (of {o.max_steps}); --resume continues")
                 break
         bar.close()
+        run_log.close()
         if start_step < o.max_steps and step + 1 == o.max_steps:  # the last step: finish, the final checkpoint
             checkpoint(o.max_steps, objective.finish(cfg, ema, device))  # W.A.L.T stage 1: latent statistics
     if distributed:

@@ -274,6 +274,7 @@ LEFTOVERS = {  # what a run killed before its first checkpoint leaves
     "log": ["log.jsonl"],
     "log and loss plot": ["log.jsonl", "loss.png"],
     "previews only": ["previews/step_000005.gif", "previews/step_000005.png"],
+    "TensorBoard events only": ["tensorboard/events.out.tfevents.1700000000.host.1.0"],
 }
 
 
@@ -289,7 +290,9 @@ def test_a_folder_with_a_log_or_previews_but_no_checkpoint_is_a_run(tmp_path, na
         train.main(smoke_args(run, "--max_steps=2", "--resume"))
     assert all((run / relative).exists() for relative in LEFTOVERS[name])  # nothing replaced by the refusals
     train.main(smoke_args(run, "--max_steps=2", "--log_every=1", "--overwrite"))
-    assert logged_steps(run) == [1, 2] and not (run / "previews").exists()
+    assert logged_steps(run) == [1, 2]
+    assert not any((run / relative).exists() for relative in LEFTOVERS[name] if relative != "log.jsonl")
+    assert not (run / "previews").exists() and not (run / "tensorboard").exists()
 
 
 def test_overwrite_clears_what_it_replaces(tmp_path):

@@ -152,6 +152,7 @@ class RunConfig:
     parallel: str = "ddp"             # under torchrun: ddp (replicate) | fsdp (shard parameters, FSDP2)
     activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
     log_every: int = 10               # steps between log.jsonl lines
+    log: str = "jsonl"                # jsonl (log.jsonl) | tensorboard (also OUT_DIR/tensorboard/; run_log.py)
     ckpt_every: int = 500             # steps between checkpoints (also saved at the end)
     preview_every: int = 500          # steps between preview GIFs; 0 disables
     num_preview: int = 4              # videos per preview
@@ -212,6 +213,7 @@ class Config:
         checks = [
             (r.dtype in ("auto", "bf16", "fp16", "fp32"), f"--dtype must be auto, bf16, fp16 or fp32, got {r.dtype!r}"),
             (r.parallel in ("ddp", "fsdp"), f"--parallel must be ddp or fsdp, got {r.parallel!r}"),
+            (r.log in ("jsonl", "tensorboard"), f"--log must be jsonl or tensorboard, got {r.log!r}"),
             (o.grad_accum_steps >= 1, f"--grad_accum_steps must be >= 1, got {o.grad_accum_steps}"),
             (not (m.backbone == "videoldm" and m.freeze_image_model and not r.init_from and not r.resume),
              "--backbone=videoldm freezes the image model: pass --init_from=<image model ckpt.pt> (train one "

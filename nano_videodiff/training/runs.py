@@ -18,35 +18,34 @@ from typing import List
 
 from ..files import atomic_write
 
-# What a run writes into its folder (train.py, previews.py). Not ".lock" (files.FolderLock) and not
-# "autoencoder/" (stage 1 of a two-stage job, a run of its own that stage 2 reuses).
-RUN_OUTPUTS = ("ckpt.pt", "log.jsonl", "loss.png", "previews")
-PREVIEW_PATTERNS = ("step_*.gif", "step_*.png")  # previews.py names its files so
+# What a run writes into its folder (train.py, previews.py, run_log.py). Not ".lock" (files.FolderLock) and
+# not "autoencoder/" (stage 1 of a two-stage job, a run of its own that stage 2 reuses).
+RUN_OUTPUTS = ("ckpt.pt", "log.jsonl", "loss.png", "previews", "tensorboard")
+OUR_FILES = {"previews": ("step_*.gif", "step_*.png"),   # the names previews.py gives its files
+             "tensorboard": ("events.out.tfevents.*",)}  # and SummaryWriter its event files
 
 
 def existing_outputs(out_dir) -> List[str]:
-    """The names in RUN_OUTPUTS that ``out_dir`` holds (a previews folder counts only if it is not empty)."""
+    """The names in RUN_OUTPUTS that ``out_dir`` holds (a folder counts only if it is not empty)."""
     out_dir = Path(out_dir)
     found = [name for name in RUN_OUTPUTS if (out_dir / name).is_file()]
-    previews = out_dir / "previews"
-    if previews.is_dir() and any(previews.iterdir()):
-        found.append("previews/")
-    return found
+    return found + [f"{name}/" for name in OUR_FILES if (out_dir / name).is_dir() and any((out_dir / name).iterdir())]
 
 
 def clear_outputs(out_dir) -> None:
     """``--overwrite``: remove what the new run replaces. Only our own files: anything else a user put into
-    previews/ stays, and so does the folder then."""
+    previews/ or tensorboard/ stays, and so does the folder then."""
     out_dir = Path(out_dir)
     for name in ("ckpt.pt", "log.jsonl", "loss.png"):
         (out_dir / name).unlink(missing_ok=True)
-    previews = out_dir / "previews"
-    if previews.is_dir():
-        for pattern in PREVIEW_PATTERNS:
-            for path in previews.glob(pattern):
-                path.unlink()
-        if not any(previews.iterdir()):
-            previews.rmdir()
+    for name, patterns in OUR_FILES.items():
+        folder = out_dir / name
+        if folder.is_dir():
+            for pattern in patterns:
+                for path in folder.glob(pattern):
+                    path.unlink()
+            if not any(folder.iterdir()):
+                folder.rmdir()
 
 
 def read_log(path) -> List[dict]:
