@@ -569,8 +569,9 @@ USER_ERRORS = {
 
 
 @pytest.mark.parametrize("name", USER_ERRORS)
-def test_user_errors_print_one_line_and_exit_2(name, capsys, monkeypatch):
+def test_user_errors_print_one_line_and_exit_2(name, capsys, monkeypatch, tmp_path):
     module, argv, says = USER_ERRORS[name]
+    monkeypatch.chdir(tmp_path)  # default output folders (out/...) must not depend on what the repository holds
     monkeypatch.delenv("NANO_VIDEODIFF_DEBUG", raising=False)
     status, err = _run_script(module, argv, capsys)
     assert status == 2 and err.startswith("error: ") and says in err
@@ -593,7 +594,8 @@ def test_bugs_still_raise():
 
 def test_sample_script_exits_2_with_one_line(tmp_path):
     """The real command line: ``python sample.py`` on a missing checkpoint."""
-    proc = subprocess.run([sys.executable, str(ROOT / "sample.py"), f"--ckpt={tmp_path / 'none.pt'}"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, str(ROOT / "sample.py"), f"--ckpt={tmp_path / 'none.pt'}",
+                           f"--out_dir={tmp_path / 'samples'}"], cwd=tmp_path,
                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 2
     assert proc.stderr == f"error: no checkpoint at {tmp_path / 'none.pt'}. Train one with `python train.py " \
