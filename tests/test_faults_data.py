@@ -274,7 +274,10 @@ def test_a_damaged_physion_cache_is_named_and_rebuilt(tmp_path, monkeypatch, nam
     CORRUPTIONS[name](good.path)
     with pytest.warns(UserWarning, match=re.escape(str(good.path)) + ".*re-simulating") as record:
         rebuilt = _small(tmp_path)
-    assert len(record) == 1 and "\n" not in str(record[0].message)
+    # One warning of ours, on one line (other libraries may warn in the same block, e.g. the first time
+    # numpy reads garbage in this process: those are not ours to count).
+    ours = [w for w in record if "re-simulating" in str(w.message)]
+    assert len(ours) == 1 and "\n" not in str(ours[0].message)
     assert set(rebuilt.data) == set(good.data)
     for key in good.data:
         np.testing.assert_array_equal(rebuilt.data[key], good.data[key])
