@@ -129,6 +129,10 @@ MUTANTS = [
     # dtype choice (hardware.py)
     M("bf16 chosen on any CPU", "nano_videodiff/hardware.py", "    return Precision(\"bf16\" if fast else \"fp32\",",
       "    return Precision(\"bf16\",", ["tests/test_hardware.py"]),
+    # EDM's training noise carried to another sigma_data (edm.py)
+    M("relative P_mean with the ratio inverted", "nano_videodiff/edm.py",
+      "return P_mean + math.log(sigma_data / EDM_SIGMA_DATA)", "return P_mean + math.log(EDM_SIGMA_DATA / sigma_data)",
+      ["tests/test_edm.py::test_relative_P_mean_keeps_edm_noise_to_signal_distribution"]),
 ]
 
 
