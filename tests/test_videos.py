@@ -287,7 +287,7 @@ def test_train_and_sample_on_a_folder(folder, tmp_path):
                 "--max_steps=4", "--ckpt_every=4", "--preview_every=4", "--log_every=2", "--max_frame_stride=2",
                 "--num_workers=2"])
     assert (out / "ckpt.pt").exists() and list((out / "previews").iterdir())
-    ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)
     assert ckpt["config"]["data"]["dataset"] == "videos" and ckpt["step"] == 4
     videos = sample_script.main([f"--ckpt={out / 'ckpt.pt'}", f"--out_dir={tmp_path / 'samples'}", "--num_videos=2",
                                  "--steps=2"])
