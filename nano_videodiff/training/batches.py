@@ -8,6 +8,7 @@ process with the same global batch sees (tests/test_train.py checks both).
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Dict
 
 import torch
 from tqdm.auto import tqdm
@@ -52,6 +53,7 @@ class TrainingData:
         self.varied = d.image_fraction > 0 or (d.max_frame_stride > 1 and not self.own_frame_rate)
         self.loader = None  # a DataLoader of this rank's batches, step by step (start_loader)
         self.autoencoder, self.latents = autoencoder, None
+        self.clip_info: Dict[str, torch.Tensor] = {}  # cached latents: each clip's labels, frame interval, ...
         if d.latent_shards:  # latents encoded once, ahead of time (data/shards.py encode): no pixels at all
             if autoencoder is None or self.varied:
                 raise UserError("--latent_shards are the latents of whole clips for latent diffusion: pass the "
@@ -62,7 +64,7 @@ class TrainingData:
             self.videos = toy_data.build_dataset(long_clips if self.varied and not self.own_frame_rate else d,
                                                  "train")
         if autoencoder is not None and not self.varied and d.num_train_clips > 0 and self.latents is None:
-            self.latents = encode_dataset(autoencoder, self.videos, d.num_train_clips, device)
+            self.latents, self.clip_info = encode_dataset(autoencoder, self.videos, d.num_train_clips, device)
         self.images = None
         if d.image_fraction > 0:
             image_data = replace(d, scenario=d.image_scenario) if d.image_scenario else d
@@ -114,14 +116,17 @@ class TrainingData:
 
 
 @torch.no_grad()
-def encode_dataset(autoencoder, dataset, num_clips: int, device, batch_size: int = ENCODE_BATCH) -> torch.Tensor:
-    """Clips 0 .. num_clips - 1 of ``dataset`` as normalised latents (N, 1 + k, c, h, w), float32 on the CPU."""
-    chunks = []
+def encode_dataset(autoencoder, dataset, num_clips: int, device, batch_size: int = ENCODE_BATCH):
+    """``(latents, info)`` of clips 0 .. num_clips - 1 of ``dataset``: normalised latents (N, 1 + k, c, h, w),
+    float32 on the CPU, and the clips' other fields (labels, frame interval: (N,) each), kept so that a step
+    never loads a clip's pixels again just to read them."""
+    chunks, infos = [], []
     starts = range(0, num_clips, batch_size)
     for start in tqdm(starts, desc=f"encoding {num_clips} training clips once", leave=False, dynamic_ncols=True):
-        videos = toy_data.get_batch(dataset, range(start, min(start + batch_size, num_clips)))["video"]
-        chunks.append(latent.encode(autoencoder, videos.to(device)).cpu())
-    return torch.cat(chunks)
+        batch = toy_data.get_batch(dataset, range(start, min(start + batch_size, num_clips)))
+        chunks.append(latent.encode(autoencoder, batch.pop("video").to(device)).cpu())
+        infos.append(batch)
+    return torch.cat(chunks), {key: torch.cat([info[key] for info in infos]) for key in infos[0]}
 
 
 def step_indices(cfg, step: int):
@@ -152,8 +157,8 @@ def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device
         batch = {k: v[mine] for k, v in batch.items() if v is not None}
     elif isinstance(data.latents, LatentShards):  # latent shards: latents, labels and intervals, all read
         batch = toy_data.get_batch(data.latents, indices[mine].tolist())
-    elif data.latents is not None:  # cached latents: labels and intervals from the clips, no pixels decoded
-        batch = {k: v for k, v in toy_data.get_batch(data.videos, indices[mine].tolist()).items() if k != "video"}
+    elif data.latents is not None:  # cached latents (and the clips' labels and intervals): no pixels loaded
+        batch = {key: values[indices[mine]] for key, values in data.clip_info.items()}
         batch["video"] = data.latents[indices[mine]]
     else:  # plain videos: each rank loads only its own clips (in DataLoader workers with --num_workers)
         batch = data.load(indices[mine])
