@@ -127,7 +127,7 @@ def task_mask(args: SampleArgs, cfg: Config, n: int) -> torch.Tensor:
                             f"(0..{d.num_frames - 1})")
         kwargs = {"frame_index": args.frame_index}
     g = torch.Generator().manual_seed(args.seed)
-    return masking.make_mask(args.task, n, d.num_frames, d.resolution, d.resolution, generator=g, **kwargs)
+    return masking.make_mask(args.task, n, d.num_frames, d.height, d.width, generator=g, **kwargs)
 
 
 def context_videos(args: SampleArgs, cfg: Config, known: torch.Tensor) -> tuple:
@@ -146,10 +146,10 @@ def context_videos(args: SampleArgs, cfg: Config, known: torch.Tensor) -> tuple:
     if not Path(args.context).exists():
         raise MissingFile(f"--context file {args.context} does not exist")
     video = load_video(args.context, channels=d.channels)
-    if video.shape[1] != d.channels or video.shape[-2:] != (d.resolution, d.resolution):
+    if video.shape[1] != d.channels or tuple(video.shape[-2:]) != d.size:
         raise UserError(f"{args.context} has frames of {video.shape[1]} channels x "
                         f"{video.shape[2]}x{video.shape[3]}, but the model works on {d.channels} x "
-                        f"{d.resolution}x{d.resolution}; resize the video first")
+                        f"{d.height}x{d.width} (H x W); resize the video first")
     length = video.shape[0]
     given = known.flatten(2).any(-1).any(0).nonzero().flatten().tolist()  # the frames the task gives
     outside = [t for t in given if t >= length]

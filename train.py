@@ -57,7 +57,12 @@ RESUMABLE_CHANGES = {"run.out_dir", "run.device", "run.compile", "run.log_every"
                      "run.preview_every", "run.num_preview", "run.log", "run.preview_steps", "run.resume",
                      "run.max_minutes", "run.overwrite", "run.stop_at_step", "run.init_from",
                      "run.parallel", "run.activation_checkpointing", "optim.grad_accum_steps",
-                     "optim.max_steps"}  # a new max_steps stretches the cosine schedule from here on
+                     "optim.max_steps",  # a new max_steps stretches the cosine schedule from here on
+                     # Where the same data lives now (a moved folder, a cache on another disk) and how many
+                     # processes read it: the (seed, step) batch does not depend on either. Latent shards are
+                     # checked against the autoencoder's weights and the clip shape when they are opened.
+                     "data.data_root", "data.test_data_root", "data.cache_dir", "data.latent_shards",
+                     "data.num_workers"}
 
 
 def rng_state() -> dict:
@@ -103,7 +108,7 @@ def resume_config(cfg, changed, ckpt):
 
 # What stage 1 (the autoencoder) takes over from the command line of a two-stage job.
 STAGE_ONE_FIELDS = ("data.data_seed", "data.cache_dir", "data.num_train_clips", "data.num_test_clips", "data.scenario",
-                    "data.num_frames", "data.resolution", "data.channels", "data.fps", "run.device", "run.dtype",
+                    "data.num_frames", "data.height", "data.width", "data.channels", "data.fps", "run.device", "run.dtype",
                     "run.seed", "run.compile", *(f"model.{name}" for name in VAE_FIELDS))
 
 

@@ -44,7 +44,7 @@ def run(strategy: str, args) -> dict:
     d = cfg.data
     batch = toy_data.get_batch(toy_data.build_dataset(d, "test"), range(args.eval_clips))
     k = cfg.task.num_context or d.num_frames // 2
-    known = masking.predict(args.eval_clips, d.num_frames, d.resolution, d.resolution, num_context=k)
+    known = masking.predict(args.eval_clips, d.num_frames, d.height, d.width, num_context=k)
     labels = batch["labels"].long() if d.num_classes > 0 else None
     pred = generate(ema, cfg, args.eval_clips, known=known, known_x=batch["video"], labels=labels,
                     steps=args.sample_steps, dtype=args.dtype, batch_size=16)

@@ -56,7 +56,7 @@ def unet_kwargs(resolution: int) -> dict:
 
 def build(backbone: str, frames: int, resolution: int):
     cfg = get_preset("bouncing_balls_fit" if backbone == "fit" else "bouncing_balls")
-    cfg.data.num_frames, cfg.data.resolution = frames, resolution
+    cfg.data.num_frames, cfg.data.height, cfg.data.width = frames, resolution, resolution
     torch.manual_seed(0)
     if backbone == "fit":  # keep 4 groups of all frames x a quarter of the patch grid
         cfg.model.fit_group_h = cfg.model.fit_group_w = max(1, resolution // cfg.model.patch_size // 2)

@@ -100,8 +100,8 @@ def main(argv) -> None:
     cfg = get_preset(preset)
     apply_overrides(cfg, {"dataset": "videos", "data_root": root, "num_train_clips": "0", **options})
     d, B = cfg.data, cfg.optim.batch_size
-    print(f"# nano-videodiff loader: preset `{preset}`, batch {B} x {d.num_frames}x{d.channels}x{d.resolution}x"
-          f"{d.resolution}, max_frame_stride {d.max_frame_stride}, clips under {root}\n")
+    print(f"# nano-videodiff loader: preset `{preset}`, batch {B} x {d.num_frames}x{d.channels}x{d.height}x"
+          f"{d.width}, max_frame_stride {d.max_frame_stride}, clips under {root}\n")
     print(machine_line())
     print(f"\n{load_average()} (before)\n")
     rows = []

@@ -70,7 +70,8 @@ def toy_config(backbone: str, frames: int, resolution: int, batch_size: int):
         cfg = get_preset(preset[backbone])
     else:
         raise ValueError(f"no toy configuration for backbone {backbone!r}")
-    cfg.data.num_frames, cfg.data.resolution, cfg.optim.batch_size = frames, resolution, batch_size
+    cfg.data.num_frames, cfg.data.height, cfg.data.width = frames, resolution, resolution
+    cfg.optim.batch_size = batch_size
     cfg.run.init_from = ""  # videoldm: random image weights time the same as trained ones
     m = cfg.model
     if backbone == "fit":

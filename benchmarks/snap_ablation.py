@@ -136,7 +136,7 @@ def row_definitions(preset: str = "bouncing_balls", backbone: str = "vdt", row_i
         common.insert(1, f"--backbone={backbone}")
     cfg, _, _ = presets.resolve(common)
     auto = auto_sigma_in(preset, backbone, list(extra))
-    image_auto = input_scale(1, cfg.data.resolution, cfg.data.resolution, cfg.diffusion.sigma_in_base_h,
+    image_auto = input_scale(1, cfg.data.height, cfg.data.width, cfg.diffusion.sigma_in_base_h,
                              cfg.diffusion.sigma_in_base_w)  # s sqrt(1): one frame at this resolution
     settings = {  # row: (sigma_data, sigma_in override (0 = auto), video sigma_in, image mode)
         "i": (0.5, "1", 1.0, "video"),
@@ -349,7 +349,7 @@ def run(key: str, row: dict, args, stats_cache: dict) -> dict:
     frames = slice(None)
     if cfg.task.masking != "none":  # score what a masked model predicts, given the first k frames
         k = cfg.task.num_context or d.num_frames // 2
-        known = masking.predict(args.eval_clips, d.num_frames, d.resolution, d.resolution, num_context=k)
+        known = masking.predict(args.eval_clips, d.num_frames, d.height, d.width, num_context=k)
         known_x, frames = data["video"], slice(k, None)
     if d.num_classes > 0:
         labels = data["labels"].long()
@@ -376,7 +376,7 @@ def count_params_line(results: Dict[str, dict]) -> str:
 def print_table(rows: Dict[str, dict], results: Dict[str, dict], args, cfg, floor: dict) -> None:
     masked = cfg.task.masking != "none"
     print(f"\n### Snap Video Table 3 at toy scale: {args.preset} ({cfg.data.num_frames} frames of "
-          f"{cfg.data.resolution}x{cfg.data.resolution}), {cfg.model.backbone.upper()}, {args.steps} steps per "
+          f"{cfg.data.height}x{cfg.data.width}), {cfg.model.backbone.upper()}, {args.steps} steps per "
           f"row, batch {cfg.optim.batch_size}, image_fraction {args.image_fraction}, same seed and data"
           + (f"; every row with {' '.join(args.extra)}" if args.extra else "")
           + f"; {count_params_line(results)}\n")

@@ -41,6 +41,7 @@ from nano_videodiff import masking  # noqa: E402
 from nano_videodiff.conditioning import Batch, Cond  # noqa: E402
 from nano_videodiff.training.config import apply_overrides, split_args  # noqa: E402
 from nano_videodiff.edm import sample_training_sigma  # noqa: E402
+from nano_videodiff.latent import latent_data_config, latent_task_config  # noqa: E402
 from nano_videodiff.backbones.layers import attention  # noqa: E402
 from nano_videodiff.models import build_denoiser, count_parameters  # noqa: E402
 from nano_videodiff.sampler import edm_sigmas, sample  # noqa: E402
@@ -57,13 +58,14 @@ def autocast(dtype: str):
 
 def make_batch(cfg, seed: int = 0):
     """A random batch of the preset's shape with fixed sigma and noise, and the preset's context mask
-    (as train.py draws it) if it has a task; the data values do not matter for speed."""
+    (as train.py draws it) if it has a task; the data values do not matter for speed. A latent-diffusion
+    preset gets a batch of latents (what its backbone trains on: cached latents are encoded once)."""
     g = torch.Generator().manual_seed(seed)
-    d, B = cfg.data, cfg.optim.batch_size
-    x = torch.rand(B, d.num_frames, d.channels, d.resolution, d.resolution, generator=g) * 2 - 1
+    d, B = latent_data_config(cfg), cfg.optim.batch_size
+    x = torch.rand(B, d.num_frames, d.channels, d.height, d.width, generator=g) * 2 - 1
     labels = torch.randint(d.num_classes, (B,), generator=g) if d.num_classes > 0 else None
     cond = Cond(labels=labels, frame_interval=torch.full((B,), 1.0 / d.fps))
-    mixture = masking.mixture_from_config(cfg.task, d.num_frames)
+    mixture = masking.mixture_from_config(latent_task_config(cfg), d.num_frames)
     if mixture is not None:
         T, _, H, W = x.shape[1:]
         cond = cond.replace(known=mixture.sample(B, T, H, W, generator=g)[0], known_x=x)
@@ -125,8 +127,9 @@ def explicit_attention(q, k, v):
 def attention_table(cfg, repeats: int) -> str:
     """Explicit matmuls vs F.scaled_dot_product_attention, forward + backward at the preset's attention
     shapes, and which of the two layers.attention runs (read from the aten ops it calls)."""
-    B, T = cfg.optim.batch_size, cfg.data.num_frames
-    N = (cfg.data.resolution // cfg.model.patch_size) ** 2
+    d = latent_data_config(cfg)  # the tokens the backbone attends over: of latents for a latent preset
+    B, T = cfg.optim.batch_size, d.num_frames
+    N = (d.height // cfg.model.patch_size) * (d.width // cfg.model.patch_size)
     heads, head_dim = cfg.model.heads, cfg.model.dim // cfg.model.heads
     shapes = {"temporal": (B * N, heads, T, head_dim), "spatial": (B * T, heads, N, head_dim)}
     rows = []
@@ -210,7 +213,7 @@ def main(argv) -> None:
         return
     d, B = cfg.data, cfg.optim.batch_size
     print(f"# nano-videodiff throughput: preset `{preset}`, batch {B} x {d.num_frames}x{d.channels}x"
-          f"{d.resolution}x{d.resolution}, {cfg.model.backbone} {count_parameters(model) / 1e6:.2f}M params\n")
+          f"{d.height}x{d.width}, {cfg.model.backbone} {count_parameters(model) / 1e6:.2f}M params\n")
     print(machine_line())
     print(f"\n{load_average()} (before)\n")
 

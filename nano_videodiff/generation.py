@@ -50,7 +50,7 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
             latent.check_latent_task(pixel_known, known, cfg.data.num_frames, cfg.model.vae_temporal_down)
             known_x = torch.cat([latent.encode(vae, part.to(device)).cpu() for part in known_x.split(batch_size)])
     g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(num_videos, d.num_frames, d.channels, d.resolution, d.resolution, generator=g)
+    noise = torch.randn(num_videos, d.num_frames, d.channels, d.height, d.width, generator=g)
     sigmas = edm_sigmas(steps or diff.sample_steps, diff.sigma_min, diff.sigma_max, diff.rho, device=device)
     churn_gen = torch.Generator(device=device).manual_seed(seed + 1)
     out = []

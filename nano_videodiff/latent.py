@@ -27,6 +27,7 @@ import torch
 
 from .backbones.causal_vae import CausalVAE, latent_frames
 from .training.checkpoint import load_checkpoint, load_model_state
+from .training.config import square_to_height_width
 from .errors import UserError
 
 VAE_FIELDS = ("vae_channels", "vae_channel_mult", "vae_latent_channels", "vae_spatial_down",
@@ -42,10 +43,12 @@ def latent_data_config(cfg):
     d, m = cfg.data, cfg.model
     if not uses_latents(cfg):
         return d
-    if d.resolution % m.vae_spatial_down:
-        raise UserError(f"--resolution={d.resolution} must be divisible by --vae_spatial_down={m.vae_spatial_down}")
+    f = m.vae_spatial_down
+    if d.height % f or d.width % f:
+        raise UserError(f"frames of {d.height}x{d.width} must be divisible by --vae_spatial_down={f} in both "
+                        "directions; change --height/--width (or --resolution)")
     return replace(d, num_frames=latent_frames(d.num_frames, m.vae_temporal_down),
-                   resolution=d.resolution // m.vae_spatial_down, channels=m.vae_latent_channels)
+                   height=d.height // f, width=d.width // f, channels=m.vae_latent_channels)
 
 
 def latent_task_config(cfg):
@@ -97,7 +100,8 @@ def load_autoencoder_weights(vae: CausalVAE, path: str, cfg) -> None:
                         f"{saved_model.get('backbone')!r}); train one with --backbone=causal_vae")
     differ = [f"{k}: {saved_model.get(k)!r} vs {getattr(cfg.model, k)!r}" for k in VAE_FIELDS
               if saved_model.get(k) != getattr(cfg.model, k)]
-    differ += [f"{k}: {saved_data.get(k)!r} vs {getattr(cfg.data, k)!r}" for k in ("channels", "resolution")
+    saved_data = square_to_height_width(saved_data)
+    differ += [f"{k}: {saved_data.get(k)!r} vs {getattr(cfg.data, k)!r}" for k in ("channels", "height", "width")
                if saved_data.get(k) != getattr(cfg.data, k)]
     if differ:
         raise UserError(f"--autoencoder={path} was trained with other settings ({'; '.join(differ)}); "

@@ -29,7 +29,7 @@ def resolved_sigma_in(cfg) -> float:
     d, data = cfg.diffusion, latent_data_config(cfg)
     if d.sigma_in > 0:
         return d.sigma_in
-    return input_scale(data.num_frames, data.resolution, data.resolution, d.sigma_in_base_h, d.sigma_in_base_w)
+    return input_scale(data.num_frames, data.height, data.width, d.sigma_in_base_h, d.sigma_in_base_w)
 
 
 def build_denoiser(cfg) -> Denoiser:

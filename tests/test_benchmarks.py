@@ -90,7 +90,7 @@ def test_exponent_from_the_end_points():
 def test_toy_config_is_the_backbone_in_pixel_space_at_the_asked_size(backbone):
     cfg = scaling.toy_config(backbone, frames=8, resolution=64, batch_size=3)
     assert cfg.model.backbone == backbone
-    assert (cfg.data.num_frames, cfg.data.resolution, cfg.data.channels, cfg.optim.batch_size) == (8, 64, 3, 3)
+    assert (cfg.data.num_frames, cfg.data.size, cfg.data.channels, cfg.optim.batch_size) == (8, (64, 64), 3, 3)
     assert cfg.data.autoencoder == "" and cfg.run.init_from == ""  # nothing to load from disk
     if backbone == "fit":  # 4 groups at every size, as the bouncing_balls_fit preset
         assert cfg.model.fit_group_h == cfg.model.fit_group_w == 64 // cfg.model.patch_size // 2

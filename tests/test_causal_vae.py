@@ -143,11 +143,11 @@ def test_bad_sizes_and_factors_fail_clearly():
 
 
 def test_from_config_reads_the_vae_fields_and_checks_the_clips():
-    vae = CausalVAE.from_config(ModelConfig(), DataConfig(num_frames=9, resolution=32))
+    vae = CausalVAE.from_config(ModelConfig(), DataConfig(num_frames=9, height=32, width=32))
     assert vae.latent_shape(9, 32, 32) == (5, 4, 8, 8)  # defaults: f_s = 4, f_t = 2, c = 4
     assert vae.encoder[0].conv.in_channels == 3 and vae.kl_weight == ModelConfig().vae_kl_weight
     with pytest.raises(ValueError, match="use 1 \\+ 2k frames"):
-        CausalVAE.from_config(ModelConfig(), DataConfig(num_frames=16, resolution=32))
+        CausalVAE.from_config(ModelConfig(), DataConfig(num_frames=16, height=32, width=32))
 
 
 # Images: a one-frame video, and the first frame of any video ---------------------------------------------------
@@ -278,7 +278,7 @@ def test_fitted_latent_stats_give_zero_mean_unit_std_per_channel():
 
 def test_a_few_adam_steps_reduce_the_reconstruction_loss():
     import toy_data
-    batch = toy_data.get_batch(toy_data.build_dataset(DataConfig(num_frames=5, resolution=16)), [0, 1])["video"]
+    batch = toy_data.get_batch(toy_data.build_dataset(DataConfig(num_frames=5, height=16, width=16)), [0, 1])["video"]
     vae = tiny_vae(channels=8)
     opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
     with torch.no_grad():

@@ -4,6 +4,7 @@ import torch
 
 import sample as sample_script
 import train
+from nano_videodiff.training.config import apply_overrides, split_args
 from nano_videodiff.training.presets import get_preset
 from nano_videodiff.latent import check_latent_task, latent_data_config, latent_known, latent_task_config
 
@@ -45,9 +46,9 @@ def test_latent_task_check_and_context_count():
     cfg = get_preset("smoke")
     cfg.data.autoencoder, cfg.model.vae_temporal_down, cfg.task.num_context = "x.pt", 2, 5
     assert latent_task_config(cfg).num_context == 3
-    cfg.data.num_frames, cfg.data.resolution, cfg.model.vae_spatial_down = 9, 16, 4
+    cfg.data.num_frames, cfg.data.height, cfg.data.width, cfg.model.vae_spatial_down = 9, 16, 16, 4
     lat_data = latent_data_config(cfg)
-    assert (lat_data.num_frames, lat_data.resolution, lat_data.channels) == (5, 4, cfg.model.vae_latent_channels)
+    assert (lat_data.num_frames, lat_data.size, lat_data.channels) == (5, (4, 4), cfg.model.vae_latent_channels)
     cfg.task.num_context = 4
     with pytest.raises(ValueError, match="1 \\+ 2m"):
         latent_task_config(cfg)
@@ -135,10 +136,7 @@ def test_cached_latents_are_what_per_step_encoding_gives(tmp_path):
     from nano_videodiff.training.batches import TrainingData, make_batch
     from nano_videodiff.latent import build_frozen_autoencoder
     cfg = get_preset("smoke")
-    for arg in VAE:
-        key, value = arg[2:].split("=")
-        section = "data" if key in ("num_frames", "resolution") else "model"
-        setattr(getattr(cfg, section), key, type(getattr(getattr(cfg, section), key))(value))
+    apply_overrides(cfg, split_args(VAE)[0])
     cfg.data.num_train_clips, cfg.data.autoencoder, cfg.model.patch_size = 12, "unused", 2
     torch.manual_seed(0)
     vae = build_frozen_autoencoder(cfg)

@@ -48,7 +48,7 @@ def test_table_has_four_rows_with_the_right_none_pattern(tiny_eval):
         assert (row["psnr"] is None) != pixels and (row["ssim"] is None) != pixels
         if pixels:
             assert 0 < row["psnr"] <= PSNR_CAP_DB and -1 <= row["ssim"] <= 1
-        assert 0 <= row["traj_err_px"] < cfg.data.resolution * math.sqrt(2)
+        assert 0 <= row["traj_err_px"] < math.hypot(cfg.data.height, cfg.data.width)
         assert 0 <= row["contact_acc"] <= 1
         assert (row["objects_shown"] is None) == (row["method"] == "simulator")
     table = format_table(result)

@@ -40,7 +40,7 @@ def smoke_cfg(*args):
 def test_written_clips_read_back_exactly_with_metadata(clip_shards):
     assert sorted(p.name for p in clip_shards.iterdir()) == [f"train-{i:06d}.tar" for i in range(3)]
     source = toy_data.get_batch(toy_data.build_dataset(smoke_cfg().data, "train"), range(NUM_CLIPS))
-    data = shards.ShardDataset(f"{clip_shards}/train-{{000000..000002}}.tar", num_frames=4, resolution=16,
+    data = shards.ShardDataset(f"{clip_shards}/train-{{000000..000002}}.tar", num_frames=4, size=(16, 16),
                                channels=3)
     assert len(data) == NUM_CLIPS
     read = data.get_batch(range(NUM_CLIPS))
@@ -53,7 +53,7 @@ def test_written_clips_read_back_exactly_with_metadata(clip_shards):
     assert meta["index"] == 7 and meta["split"] == "train" and meta["fps"] == pytest.approx(8.0)
     assert meta["source"] == "bouncing_balls:train:7" and meta["label"] is None
     # fewer frames than written: the first ones
-    assert torch.equal(shards.ShardDataset(str(clip_shards), 2, 16, 3).get_batch([3])["video"], read["video"][3:4, :2])
+    assert torch.equal(shards.ShardDataset(str(clip_shards), 2, (16, 16), 3).get_batch([3])["video"], read["video"][3:4, :2])
 
 
 def test_shard_specs_braces_folders_single_tars_and_errors(clip_shards):
@@ -68,7 +68,7 @@ def test_shard_specs_braces_folders_single_tars_and_errors(clip_shards):
     with pytest.raises(UserError, match="needs --data_root"):
         shards.expand_shards("")
     with pytest.raises(UserError, match="4 frames of 16x16x3; this run needs at least --num_frames=8"):
-        shards.ShardDataset(str(clip_shards), 8, 16, 3)
+        shards.ShardDataset(str(clip_shards), 8, (16, 16), 3)
     with pytest.raises(ValueError, match="--num_train_clips=11 but the shards"):
         toy_data.build_dataset(smoke_cfg("--dataset=webdataset", f"--data_root={clip_shards}",
                                          "--num_train_clips=11").data)
@@ -235,7 +235,7 @@ def test_labels_are_kept_and_the_command_line_fails_in_one_line(tmp_path):
     shards.main(["write", *physion, "--num_clips=4", "--num_train_clips=8", f"--out={tmp_path}/p-%06d.tar"])
     cfg = resolve([*physion, "--num_train_clips=8"])[0]
     source = toy_data.get_batch(toy_data.build_dataset(cfg.data), range(4))
-    read = shards.ShardDataset(f"{tmp_path}/p-000000.tar", 4, 16, 3).get_batch(range(4))
+    read = shards.ShardDataset(f"{tmp_path}/p-000000.tar", 4, (16, 16), 3).get_batch(range(4))
     assert torch.equal(read["labels"], source["labels"]) and read["frame_interval"][0] == pytest.approx(0.1)
     with pytest.raises(UserError, match="--autoencoder='' not found"):
         shards.main(["encode", "--config=smoke", "--num_clips=2", f"--out={tmp_path}/z-%06d.tar"])

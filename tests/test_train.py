@@ -127,7 +127,7 @@ def test_missing_and_foreign_checkpoints(tmp_path):
 def test_nan_batch_is_rejected():
     cfg = get_preset("smoke")
     model = build_denoiser(cfg)
-    x = torch.zeros(1, cfg.data.num_frames, 3, cfg.data.resolution, cfg.data.resolution)
+    x = torch.zeros(1, cfg.data.num_frames, 3, cfg.data.height, cfg.data.width)
     x[0, 0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         model.loss(Batch(x))
@@ -139,7 +139,7 @@ def test_sample_script_writes_gifs_and_grid(tmp_path):
     videos = sample_script.main([f"--ckpt={tmp_path / 'run' / 'ckpt.pt'}", f"--out_dir={out}",
                                  "--num_videos=3", "--steps=2", "--batch_size=2"])
     cfg = get_preset("smoke")
-    assert videos.shape == (3, cfg.data.num_frames, 3, cfg.data.resolution, cfg.data.resolution)
+    assert videos.shape == (3, cfg.data.num_frames, 3, cfg.data.height, cfg.data.width)
     assert torch.isfinite(videos).all()
     assert sorted(p.name for p in out.iterdir()) == ["grid.gif", "grid.png", "video_000.gif",
                                                        "video_001.gif", "video_002.gif"]

@@ -176,7 +176,8 @@ def test_from_config_and_registry():
     x = video(2, cfg.data.num_frames, 3, 16, 16)
     assert den(x, torch.ones(2)).shape == x.shape
     assert parse_ints("1,2,2") == (1, 2, 2) and parse_ints((3, 4)) == (3, 4)
-    cfg.data.resolution, cfg.model.unet_channel_mult = 18, "1,2,2"
+    cfg.data.height = cfg.data.width = 18
+    cfg.model.unet_channel_mult = "1,2,2"
     with pytest.raises(ValueError, match="divisible by 4"):
         build_denoiser(cfg)
 

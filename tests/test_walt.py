@@ -169,7 +169,7 @@ def test_runs_under_bf16_autocast():
 def test_builds_from_config():
     cfg = Config()
     cfg.model.backbone, cfg.model.dim, cfg.model.heads, cfg.model.depth = "walt", 16, 2, 2
-    cfg.data.num_frames, cfg.data.resolution = 2, 16  # patch 4 -> 4x4 grid, default windows 0x4x4
+    cfg.data.num_frames, cfg.data.height, cfg.data.width = 2, 16, 16  # patch 4 -> 4x4 grid, default windows 0x4x4
     model = build_backbone(cfg)
     assert isinstance(model, WALT) and model.window == (0, 4, 4) and model.grid == (4, 4)
     assert model.modulation.rank == cfg.model.adaln_lora_rank

@@ -24,7 +24,7 @@ def build_dataset(data_cfg, split: str = "train"):
     d = data_cfg
     if d.dataset == "bouncing_balls":
         from .bouncing_balls import BouncingBalls
-        return BouncingBalls(num_frames=d.num_frames, resolution=d.resolution, num_balls=d.num_balls, fps=d.fps,
+        return BouncingBalls(num_frames=d.num_frames, resolution=d.size, num_balls=d.num_balls, fps=d.fps,
                              seed=d.data_seed + (TEST_SEED_OFFSET if split == "test" else 0),
                              channels=d.channels)
     if d.dataset == "physion":
@@ -34,11 +34,11 @@ def build_dataset(data_cfg, split: str = "train"):
             raise UserError(f"toy Physion runs at {SIM_FPS} fps: fps must divide it (e.g. 10 -> every 3rd frame)")
         num = d.num_train_clips if split == "train" else d.num_test_clips
         return PhysionDataset(scenario=d.scenario, num_clips=num or 2048, num_frames=d.num_frames,
-                              resolution=d.resolution, seed=d.data_seed, split=split,
+                              resolution=d.size, seed=d.data_seed, split=split,
                               frame_stride=int(round(stride)), cache_dir=d.cache_dir or None)
     if d.dataset == "moving_mnist":
         from .moving_mnist import MovingMNIST
-        return MovingMNIST(num_frames=d.num_frames, resolution=d.resolution, num_digits=d.num_balls,
+        return MovingMNIST(num_frames=d.num_frames, resolution=d.size, num_digits=d.num_balls,
                            root=d.data_root or None, seed=d.data_seed, split=split,
                            frame_interval=1.0 / d.fps, length=10**9 if split == "train" else 10_000)
     if d.dataset == "videos":  # your own clips: a folder or a manifest (nano_videodiff/data/videos.py)
@@ -47,7 +47,7 @@ def build_dataset(data_cfg, split: str = "train"):
     if d.dataset == "webdataset":  # clips written by `python -m nano_videodiff.data.shards write`
         from nano_videodiff.data.shards import ShardDataset
         dataset = ShardDataset((d.test_data_root or d.data_root) if split == "test" else d.data_root,
-                               num_frames=d.num_frames, resolution=d.resolution, channels=d.channels,
+                               num_frames=d.num_frames, size=d.size, channels=d.channels,
                                seed=d.data_seed, shuffle_epochs=split == "train" and d.num_train_clips == 0)
         if split == "train" and d.num_train_clips > len(dataset):
             raise UserError(f"--num_train_clips={d.num_train_clips} but the shards {d.data_root} hold "

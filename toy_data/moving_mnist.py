@@ -234,7 +234,7 @@ class MovingMNIST(torch.utils.data.Dataset):
 
     Args:
         num_frames: clip length T (20 in the standard set: 10 context + 10 predicted).
-        resolution: canvas side H = W (64 standard).
+        resolution: canvas size, an int (H = W; 64 standard) or (H, W).
         num_digits: digits per clip (2 standard).
         digit_size: digit side in pixels (28 standard; sprites are resized when different).
         root: folder holding MNIST's IDX files (or ``root/MNIST/raw``); None or "" = no MNIST.
@@ -257,11 +257,12 @@ class MovingMNIST(torch.utils.data.Dataset):
             raise ValueError(f"digits must be 'auto', 'mnist' or 'glyphs', got {digits!r}")
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        if digit_size > resolution:
-            raise ValueError(f"digit_size {digit_size} does not fit in a {resolution}x{resolution} canvas")
+        self.height, self.width = (resolution, resolution) if np.isscalar(resolution) else map(int, resolution)
+        if digit_size > min(self.height, self.width):
+            raise ValueError(f"digit_size {digit_size} does not fit in a {self.height}x{self.width} canvas")
         if num_frames < 1 or num_digits < 0 or length < 0:
             raise ValueError("need num_frames >= 1, num_digits >= 0, length >= 0")
-        self.num_frames, self.resolution, self.num_digits = num_frames, resolution, num_digits
+        self.num_frames, self.num_digits = num_frames, num_digits
         self.digit_size, self.seed, self.length, self.split = digit_size, seed, length, split
         self.step_length, self.frame_interval = step_length, float(frame_interval)
 
@@ -296,7 +297,7 @@ class MovingMNIST(torch.utils.data.Dataset):
             hit = (u < 0.0) | (u > 1.0)
             u = np.clip(u, 0.0, 1.0)
             v = np.where(hit, -v, v)
-        travel = self.resolution - self.digit_size
+        travel = np.array([self.width - self.digit_size, self.height - self.digit_size])  # (x, y) ranges
         return np.floor(travel * out).astype(np.int64)
 
     def _sprites(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -320,8 +321,8 @@ class MovingMNIST(torch.utils.data.Dataset):
         rng = np.random.default_rng(key)
         pos = self.trajectories(rng)
         sprites, labels = self._sprites(rng)
-        s, res = self.digit_size, self.resolution
-        canvas = np.zeros((self.num_frames, res, res), np.float32)
+        s = self.digit_size
+        canvas = np.zeros((self.num_frames, self.height, self.width), np.float32)
         for t in range(self.num_frames):
             for k in range(self.num_digits):
                 x, y = pos[t, k]

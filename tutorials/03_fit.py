@@ -309,7 +309,7 @@ save_figure(fig, OUT / "groups.png")
 
 def build(backbone, frames):
     cfg = get_preset("bouncing_balls_fit" if backbone == "fit" else "bouncing_balls")
-    cfg.data.num_frames, cfg.data.resolution = frames, RES
+    cfg.data.num_frames, cfg.data.height, cfg.data.width = frames, RES, RES
     if TINY:
         for k, val in TINY.items():
             setattr(cfg.model, k, val)

@@ -84,10 +84,10 @@ if QUICK:
 SIGMA_DATA = 0.5
 torch.manual_seed(0)
 
-images = toy_data.build_dataset(DataConfig(num_frames=1, resolution=RES, num_balls=NUM_BALLS))
-clips = toy_data.build_dataset(DataConfig(num_frames=T, resolution=RES, num_balls=NUM_BALLS))
+images = toy_data.build_dataset(DataConfig(num_frames=1, height=RES, width=RES, num_balls=NUM_BALLS))
+clips = toy_data.build_dataset(DataConfig(num_frames=T, height=RES, width=RES, num_balls=NUM_BALLS))
 test_clips = toy_data.get_batch(toy_data.build_dataset(
-    DataConfig(num_frames=T, resolution=RES, num_balls=NUM_BALLS), "test"), range(NUM_SAMPLES))["video"]
+    DataConfig(num_frames=T, height=RES, width=RES, num_balls=NUM_BALLS), "test"), range(NUM_SAMPLES))["video"]
 
 
 def train(denoiser, data, steps, batch, lr, name=""):

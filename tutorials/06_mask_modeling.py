@@ -67,7 +67,7 @@ if QUICK:
     NUM_EVAL, SAMPLE_STEPS, MIXTURE_DRAWS = 2, 3, 200
 
 cfg = get_preset("bouncing_balls_tasks")
-cfg.data.num_frames, cfg.data.resolution = T, RES
+cfg.data.num_frames, cfg.data.height, cfg.data.width = T, RES, RES
 clips = toy_data.get_batch(toy_data.build_dataset(cfg.data, "test"), range(NUM_EVAL))["video"]  # held out
 print(f"{NUM_EVAL} held-out clips {tuple(clips.shape[1:])} (T, C, H, W), values in [-1, 1]")
 

@@ -169,7 +169,7 @@ scores = physics_eval.score_predictions(pred, clips["video"], k, states=clips["s
 result = {"rows": scores["rows"], "num_clips": len(pred), "positive_rate": clips["contact"].float().mean().item(),
           "frame_judge_acc": scores["frame_judge_acc"],
           "config": {"dataset": cfg.data.dataset, "scenario": cfg.data.scenario, "num_frames": cfg.data.num_frames,
-                     "num_context": k, "resolution": cfg.data.resolution, "steps": SAMPLE_STEPS}}
+                     "num_context": k, "height": cfg.data.height, "width": cfg.data.width, "steps": SAMPLE_STEPS}}
 print(physics_eval.format_table(result))
 rows = {row["method"]: row for row in result["rows"]}
 model_row, copy_row, velocity_row = rows["model"], rows["copy last frame"], rows["constant velocity"]
@@ -219,17 +219,17 @@ OBJECTS = {0: "tab:red", 1: "goldenrod"}  # agent, patient
 positive = [i for i in range(len(pred)) if clips["contact"][i]][:1]
 negative = [i for i in range(len(pred)) if not clips["contact"][i]][:1]
 chosen = positive + negative
-T, R = cfg.data.num_frames, cfg.data.resolution
+T, (H, W) = cfg.data.num_frames, cfg.data.size
 touching = radii_from_frames(clips["video"]).sum(-1)  # (N,): agent + patient equivalent-disc radii
 
 fig, axes = plt.subplots(len(chosen), 3, figsize=(15, 3.4 * len(chosen)), squeeze=False,
                          gridspec_kw={"width_ratios": [2.2, 1, 1]})
 for row, i in enumerate(chosen):
-    strip = frames_grid(torch.stack([clips["video"][i], pred[i]]), pad=1)  # (C, 2 (R + 1) + 1, T (R + 1) + 1)
+    strip = frames_grid(torch.stack([clips["video"][i], pred[i]]), pad=1)  # (C, 2 (H + 1) + 1, T (W + 1) + 1)
     axes[row, 0].imshow(((strip.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy(), interpolation="nearest")
-    axes[row, 0].set_yticks([1 + R / 2, R + 2 + R / 2], ["truth", "model"])
-    axes[row, 0].set_xticks([(R + 1) * t + 1 + R / 2 for t in range(0, T, 2)], [str(t) for t in range(0, T, 2)])
-    axes[row, 0].axvline((R + 1) * k + 0.5, color="white", lw=2)
+    axes[row, 0].set_yticks([1 + H / 2, H + 2 + H / 2], ["truth", "model"])
+    axes[row, 0].set_xticks([(W + 1) * t + 1 + W / 2 for t in range(0, T, 2)], [str(t) for t in range(0, T, 2)])
+    axes[row, 0].axvline((W + 1) * k + 0.5, color="white", lw=2)
     axes[row, 0].set_title(f"clip {i}: contact = {bool(clips['contact'][i])} (white line = end of context)")
     ax_x, ax_d = axes[row, 1], axes[row, 2]
     for ax in (ax_x, ax_d):

@@ -60,7 +60,7 @@ t_start = time.time()
 T, RES, WIDTH, BATCH, STEPS, LR = 9, 32, 16, 4, 400, 1e-3
 if QUICK:
     T, RES, WIDTH, BATCH, STEPS = 5, 16, 8, 2, 5
-data_cfg = DataConfig(dataset="bouncing_balls", num_frames=T, resolution=RES)
+data_cfg = DataConfig(dataset="bouncing_balls", num_frames=T, height=RES, width=RES)
 train_set, test_set = toy_data.build_dataset(data_cfg, "train"), toy_data.build_dataset(data_cfg, "test")
 clips = toy_data.get_batch(test_set, range(8))["video"]  # held-out clips (8, T, 3, RES, RES) in [-1, 1]
 

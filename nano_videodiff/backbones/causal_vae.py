@@ -220,7 +220,7 @@ class CausalVAE(nn.Module):
                   channel_mult=[int(v) for v in str(m.vae_channel_mult).split(",") if v.strip()],
                   latent_channels=m.vae_latent_channels, spatial_down=m.vae_spatial_down,
                   temporal_down=m.vae_temporal_down, kl_weight=m.vae_kl_weight)
-        vae.latent_shape(data_cfg.num_frames, data_cfg.resolution, data_cfg.resolution)
+        vae.latent_shape(data_cfg.num_frames, data_cfg.height, data_cfg.width)
         return vae
 
     def latent_shape(self, T: int, H: int, W: int) -> Tuple[int, int, int, int]:

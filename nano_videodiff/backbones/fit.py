@@ -50,6 +50,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -154,10 +155,10 @@ class FIT(Backbone):
         p, (gh, gw) = patch_size, group_size
         if height % p or width % p:
             raise UserError(f"frame {height}x{width} is not divisible by the patch size {p}")
-        grid_h, grid_w = height // p, width // p
-        if grid_h % gh or grid_w % gw:
-            raise UserError(f"the {grid_h}x{grid_w} patch grid ({height}x{width} px, patch {p}) is not "
-                            f"divisible by the group tile {gh}x{gw} patches")
+        # A patch grid that does not tile into groups is padded at the bottom / right and the output cropped:
+        # Snap Video App. A pads its 64x36 frames by 4 rows to 64x40 (9 -> 10 patch rows, 2 groups of 5).
+        grid_h, grid_w = -(-height // p // gh) * gh, -(-width // p // gw) * gw
+        self.padding = (grid_h * p - height, grid_w * p - width)  # (rows, columns) of zeros added
         num_groups = (grid_h // gh) * (grid_w // gw)
         if num_latents % num_groups:
             raise UserError(f"num_latents {num_latents} must be divisible by the number of groups "
@@ -196,9 +197,9 @@ class FIT(Backbone):
 
     @classmethod
     def from_config(cls, model_cfg, data_cfg) -> "FIT":
-        """Build from ``ModelConfig``'s ``fit_*`` fields (0 widths/heads = the patch tokens') and square frames."""
+        """Build from ``ModelConfig``'s ``fit_*`` fields (0 widths/heads = the patch tokens') and the frames' (H, W)."""
         m, d = model_cfg, data_cfg
-        return cls(in_channels=d.channels, num_frames=d.num_frames, height=d.resolution, width=d.resolution,
+        return cls(in_channels=d.channels, num_frames=d.num_frames, height=d.height, width=d.width,
                    patch_size=m.patch_size, dim=m.dim, heads=m.heads, latent_dim=m.fit_latent_dim or m.dim,
                    latent_heads=m.fit_latent_heads or m.heads, num_latents=m.fit_num_latents,
                    group_size=(m.fit_group_h, m.fit_group_w), depth=m.depth, global_layers=m.fit_global_layers,
@@ -236,11 +237,12 @@ class FIT(Backbone):
             raise ValueError(f"FIT was built for {self.num_frames} frames of {self.height}x{self.width} px "
                              f"(learned position embeddings and groups are sized for it); got {t} frames "
                              f"of {h}x{w}. Build the model with the data's sizes.")
-        p = self.patch_size
-        patches = patchify(x, p)  # (B, T, h*w, C p^2)
+        p, (pad_h, pad_w) = self.patch_size, self.padding
+        patches = patchify(F.pad(x, (0, pad_w, 0, pad_h)), p)  # (B, T, grid_h*grid_w, C p^2)
         tokens = self.embed(patches) + self.pos
-        if cond.known is not None:  # fraction of each patch that is given content
-            known = patchify(cond.known.expand(b, t, 1, h, w).to(x.dtype), p).mean(-1, keepdim=True)
+        if cond.known is not None:  # fraction of each patch that is given content (padding is never given)
+            known = cond.known.expand(b, t, 1, h, w).to(x.dtype)
+            known = patchify(F.pad(known, (0, pad_w, 0, pad_h)), p).mean(-1, keepdim=True)
             tokens = tokens + known * self.known_embed
         tokens = group_patches(tokens, self.grid[0], self.group_size)  # (B*G, n, D)
         latents = self.initial_latents(cond.self_cond, b)  # (B, M, Dl)
@@ -249,15 +251,16 @@ class FIT(Backbone):
             tokens, latents = block(tokens, latents, cond_tokens)
         tokens = ungroup_patches(tokens, b, *self.grid, self.group_size)  # (B, T, h*w, D)
         out = self.final(self.final_norm(tokens))
-        return unpatchify(out, p, ch, h, w), latents
+        out = unpatchify(out, p, ch, self.grid[0] * p, self.grid[1] * p)
+        return out[..., :h, :w], latents  # the padding cropped off
 
 
 # ----------------------------------------------------------------------------------------------
-# Presets: Snap Video Table 8 (input 16 x 40 x 64 = T x H x W, i.e. 64x36 px padded to 40 rows)
+# Presets: Snap Video Table 8 (input 16 x 36 x 64 = T x H x W, padded inside to 40 rows: ``FIT.padding``)
 # ----------------------------------------------------------------------------------------------
 
 def _snap(dim, latent_dim, num_latents, head_ch, latent_head_ch):
-    return dict(in_channels=3, num_frames=16, height=40, width=64, patch_size=4, dim=dim,
+    return dict(in_channels=3, num_frames=16, height=36, width=64, patch_size=4, dim=dim,
                 heads=dim // head_ch, latent_dim=latent_dim, latent_heads=latent_dim // latent_head_ch,
                 num_latents=num_latents, group_size=(5, 4), depth=6, global_layers=4, local_layers=0,
                 cond_dim=dim, mlp_ratio=4.0, dropout=0.1)

@@ -32,7 +32,7 @@ where Video LDM interleaves its temporal layers, with no copy of this forward pa
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -151,13 +151,15 @@ class UNet(Backbone):
 
     channels, channel_mult: width of level i is channels * channel_mult[i] (ADM's model_channels, mult).
     attn_resolutions: feature-map sizes (in pixels, of an ``image_size`` input) that get self-attention,
-    like ADM's attention_resolutions; the middle block always has attention (ADM).
+    like ADM's attention_resolutions; the middle block always has attention (ADM). ``image_size`` is an int
+    or (H, W); for non-square frames the longer side is the one counted, so a 36x64 frame gets attention at
+    the same levels as a 64x64 one (the choice is per level, i.e. per downsampling factor).
     heads / head_channels: a fixed number of heads, or (head_channels > 0) width / head_channels heads
     (ADM's num_heads / num_head_channels). emb_dim: width of the noise/label embedding (0 = 4 * channels).
     """
 
     def __init__(self, in_channels: int = 3, channels: int = 64, channel_mult: Sequence[int] = (1, 2, 2),
-                 num_res_blocks: int = 2, attn_resolutions: Sequence[int] = (8,), image_size: int = 32,
+                 num_res_blocks: int = 2, attn_resolutions: Sequence[int] = (8,), image_size: Union[int, Sequence[int]] = 32,
                  heads: int = 4, head_channels: int = 0, emb_dim: int = 0, num_classes: int = 0,
                  dropout: float = 0.0):
         super().__init__()
@@ -178,8 +180,10 @@ class UNet(Backbone):
             block.level = level
             return block
 
+        side = max(image_size) if isinstance(image_size, (tuple, list)) else image_size
+
         def attends(level):
-            return image_size // 2**level in attn_resolutions
+            return side // 2**level in attn_resolutions
 
         self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.down_blocks, skip_widths, ch = nn.ModuleList(), [channels], channels
@@ -211,11 +215,12 @@ class UNet(Backbone):
         m = model_cfg
         unet = cls(in_channels=data_cfg.channels, channels=m.unet_channels,
                    channel_mult=parse_ints(m.unet_channel_mult), num_res_blocks=m.unet_num_res_blocks,
-                   attn_resolutions=parse_ints(m.unet_attn_resolutions), image_size=data_cfg.resolution,
+                   attn_resolutions=parse_ints(m.unet_attn_resolutions), image_size=data_cfg.size,
                    heads=m.heads, num_classes=data_cfg.num_classes, dropout=m.unet_dropout)
         factor = 2 ** (unet.num_levels - 1)
-        if data_cfg.resolution % factor:
-            raise UserError(f"--resolution={data_cfg.resolution} must be divisible by {factor} for a U-Net "
+        if data_cfg.height % factor or data_cfg.width % factor:
+            raise UserError(f"frames of {data_cfg.height}x{data_cfg.width} must be divisible by {factor} in both "
+                            f"directions for a U-Net "
                             f"with {unet.num_levels} levels (--unet_channel_mult={m.unet_channel_mult})")
         return unet
 

@@ -100,8 +100,8 @@ class WALT(Backbone):
 
     @classmethod
     def from_config(cls, model_cfg, data_cfg) -> "WALT":
-        return cls(in_channels=data_cfg.channels, num_frames=data_cfg.num_frames, height=data_cfg.resolution,
-                   width=data_cfg.resolution, patch_size=model_cfg.patch_size, dim=model_cfg.dim,
+        return cls(in_channels=data_cfg.channels, num_frames=data_cfg.num_frames, height=data_cfg.height,
+                   width=data_cfg.width, patch_size=model_cfg.patch_size, dim=model_cfg.dim,
                    depth=model_cfg.depth, heads=model_cfg.heads, mlp_ratio=model_cfg.mlp_ratio,
                    num_classes=data_cfg.num_classes, qk_norm=model_cfg.qk_norm,
                    window=(model_cfg.walt_window_t, model_cfg.walt_window_h, model_cfg.walt_window_w),

@@ -38,12 +38,13 @@ import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from ..errors import UserError, run_script
+from ..training.config import square_to_height_width
 
 # Clips per encoder call, here and in training/batches.py encode_dataset: the same chunks give bit-identical
 # latents (another batch size may change the float rounding of the convolutions).
@@ -157,7 +158,7 @@ class ShardDataset:
     is in its own shuffled order, and the first pass is not the (maybe sorted) order they were written in.
     """
 
-    def __init__(self, spec: str, num_frames: int, resolution: int, channels: int, seed: int = 0,
+    def __init__(self, spec: str, num_frames: int, size: Tuple[int, int], channels: int, seed: int = 0,
                  shuffle_epochs: bool = False):
         self.index = ShardIndex(spec)
         self.spec, self.num_frames, self.seed, self._epoch = spec, num_frames, seed, {}
@@ -166,10 +167,10 @@ class ShardDataset:
         if first.ndim != 4 or first.dtype != np.uint8:
             raise UserError(f"{spec}: clips must be uint8 arrays (T, H, W, C), found {first.dtype} {first.shape}")
         t, h, w, c = first.shape
-        if t < num_frames or (h, w) != (resolution, resolution) or c != channels:
+        if t < num_frames or (h, w) != tuple(size) or c != channels:
             raise UserError(f"the shards {spec} hold clips of {t} frames of {h}x{w}x{c}; this run needs at least "
-                            f"--num_frames={num_frames} of {resolution}x{resolution}x{channels}: pass those "
-                            "values, or rewrite the shards with them")
+                            f"--num_frames={num_frames} of {size[0]}x{size[1]}x{channels}: pass those values "
+                            f"(--height={h} --width={w}), or rewrite the shards with them")
 
     def __len__(self) -> int:
         return len(self.index)
@@ -246,7 +247,7 @@ def latent_signature(cfg) -> dict:
     """What fixes a latent's meaning besides the weights: the pixel clip shape and the autoencoder's shape."""
     from ..latent import VAE_FIELDS
     d = cfg.data
-    return {"num_frames": d.num_frames, "resolution": d.resolution, "channels": d.channels,
+    return {"num_frames": d.num_frames, "height": d.height, "width": d.width, "channels": d.channels,
             **{k: getattr(cfg.model, k) for k in VAE_FIELDS}}
 
 
@@ -267,7 +268,7 @@ class LatentShards:
         if "autoencoder_sha256" not in meta:
             raise UserError(f"{spec} are not latent shards (no autoencoder hash in their metadata); write them "
                             "with python -m nano_videodiff.data.shards encode")
-        want, have = latent_signature(cfg), meta.get("signature", {})
+        want, have = latent_signature(cfg), square_to_height_width(meta.get("signature", {}))
         differ = [f"{k}: {have.get(k)!r} vs {v!r}" for k, v in want.items() if have.get(k) != v]
         if differ:
             raise UserError(f"--latent_shards={spec} were encoded for other settings ({'; '.join(differ)}); pass "

@@ -348,7 +348,7 @@ class VideoDataset:
         """The dataset of a config's ``data`` section (``--dataset=videos``)."""
         if not d.data_root:
             raise UserError("--dataset=videos needs --data_root=<a folder of videos, or a .csv/.jsonl manifest>")
-        dataset = cls(d.data_root, d.num_frames, (d.resolution, d.resolution), split=split,
+        dataset = cls(d.data_root, d.num_frames, d.size, split=split,
                       max_stride=d.max_frame_stride, val_fraction=d.val_fraction, seed=d.data_seed,
                       channels=d.channels, default_fps=d.fps)
         if d.num_classes > 0 and not dataset.has_labels:

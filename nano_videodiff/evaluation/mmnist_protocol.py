@@ -40,7 +40,7 @@ from ..training.config import Config
 from .metrics import copy_last_frame, mmnist_mse_per_frame, ssim
 from .physics_eval import context_length, predict_future, save_evaluation
 
-STANDARD = {"num_frames": 20, "num_context": 10, "resolution": 64, "channels": 1}
+STANDARD = {"num_frames": 20, "num_context": 10, "height": 64, "width": 64, "channels": 1}
 STANDARD_NUM_SEQUENCES = 10_000
 PUBLISHED_SOURCE = "published (OpenSTL), not reproduced here"
 # OpenSTL's Moving MNIST benchmark (Tan et al. 2023, arXiv 2306.11249): MSE / SSIM over the 10,000 sequences.
@@ -67,11 +67,12 @@ def frame_ssim(pred: torch.Tensor, truth: torch.Tensor) -> float:
 def _check_standard(cfg: Config, k: int, path: str) -> None:
     """The standard file fixes the clip shape: the model must be a 10 -> 10, 64x64 grey one."""
     d = cfg.data
-    have = {"num_frames": d.num_frames, "num_context": k, "resolution": d.resolution, "channels": d.channels}
+    have = {"num_frames": d.num_frames, "num_context": k, "height": d.height, "width": d.width,
+            "channels": d.channels}
     if have != STANDARD:
         raise UserError(f"--mnist_test_seq={path} holds the standard 10 -> 10 clips of 20 grey 64x64 frames, but "
                         f"this checkpoint works on {d.num_frames} frames ({k} given) of {d.channels} x "
-                        f"{d.resolution}x{d.resolution}; train with --config=moving_mnist, or evaluate "
+                        f"{d.height}x{d.width}; train with --config=moving_mnist, or evaluate "
                         "without --mnist_test_seq on generated clips")
 
 
@@ -138,7 +139,7 @@ def evaluate(model, cfg: Config, test_seq: str = "", num_clips: int = 64, steps:
     rows += [{"method": name, "mse": mse, "ssim": s, "source": PUBLISHED_SOURCE} for name, mse, s in PUBLISHED]
     result = {"rows": rows, "model_mse_per_frame": (sums["model"][0] / n).tolist(),
               "num_clips": int(n), "test_set": test_set, "comparable": comparable,
-              "config": {"dataset": d.dataset, "num_frames": t, "num_context": k, "resolution": d.resolution,
+              "config": {"dataset": d.dataset, "num_frames": t, "num_context": k, "height": d.height, "width": d.width,
                          "steps": steps or cfg.diffusion.sample_steps, "seed": seed,
                          "solver": generate_kwargs.get("solver") or cfg.diffusion.solver}}
     if return_clips:
@@ -153,7 +154,7 @@ def format_table(result: dict) -> str:
     MSE per frame, SSIM and where each number comes from, then the convention."""
     c = result["config"]
     title = (f"Moving MNIST {c['num_context']} -> {c['num_frames'] - c['num_context']} prediction at "
-             f"{c['resolution']}x{c['resolution']}, {result['num_clips']} clips: {result['test_set']}.")
+             f"{c['height']}x{c['width']}, {result['num_clips']} clips: {result['test_set']}.")
     lines = [title, "", "| method | MSE/frame | SSIM | numbers |", "|---|---|---|---|"]
     lines += [f"| {r['method']} | {r['mse']:.2f} | {r['ssim']:.3f} | {r['source']} |" for r in result["rows"]]
     lines += ["", "MSE/frame: squared error summed over each frame's pixels in [0, 1], averaged over frames and "

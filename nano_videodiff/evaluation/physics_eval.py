@@ -296,7 +296,7 @@ def evaluate_prediction(model, cfg: Config, num_clips: int = 64, steps: int = 0,
         "positive_rate": None if contact is None else float(contact.float().mean()),
         "frame_judge_acc": scores["frame_judge_acc"],
         "config": {"dataset": d.dataset, "scenario": d.scenario if has_states else None,
-                   "num_frames": d.num_frames, "num_context": k, "resolution": d.resolution, "fps": d.fps,
+                   "num_frames": d.num_frames, "num_context": k, "height": d.height, "width": d.width, "fps": d.fps,
                    "steps": steps or cfg.diffusion.sample_steps,
                    "solver": generate_kwargs.get("solver") or cfg.diffusion.solver, "seed": seed,
                    "data_seed": d.data_seed if data_seed is None else data_seed,
@@ -325,7 +325,7 @@ def format_table(result: dict) -> str:
     c = result["config"]
     what = c["dataset"] + (f" {c['scenario']}" if c.get("scenario") else "")
     note = (f"{result['num_clips']} held-out {what} clips, {c['num_context']} given -> "
-            f"{c['num_frames'] - c['num_context']} predicted frames at {c['resolution']}x{c['resolution']}, "
+            f"{c['num_frames'] - c['num_context']} predicted frames at {c['height']}x{c['width']}, "
             f"{c['steps']} sampler steps.")
     if result.get("positive_rate") is not None:
         p = result["positive_rate"]

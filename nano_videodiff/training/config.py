@@ -27,7 +27,8 @@ class DataConfig:
                                       # webdataset: shards written by `python -m nano_videodiff.data.shards`
     scenario: str = "collide"         # physion: one of toy_data.physion.SCENARIOS, or "all"
     num_frames: int = 16              # T
-    resolution: int = 32              # H = W in pixels
+    height: int = 32                  # H in pixels (--resolution=N is shorthand for --height=N --width=N)
+    width: int = 32                   # W in pixels (Snap Video's first stage: 36x64, H x W)
     channels: int = 3                 # C
     num_balls: int = 2                # bouncing_balls: discs per clip; moving_mnist: digits per clip
     fps: float = 8.0                  # frames per second of the clips; the model sees 1/fps (videos: only
@@ -55,6 +56,12 @@ class DataConfig:
     autoencoder: str = ""             # its checkpoint (train.py --backbone=causal_vae); "" = pixel space;
                                       # "{out_dir}" in it is replaced by --out_dir
     autoencoder_preset: str = ""      # train the autoencoder first with this preset if its checkpoint is missing
+
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        """(H, W) of the frames."""
+        return self.height, self.width
 
 
 @dataclass
@@ -195,6 +202,8 @@ class Config:
             if not isinstance(values, dict):
                 raise UserError(f"config section '{name}' is a {type(values).__name__}, not a dict of values")
             valid = {f.name: f for f in fields(section)}
+            if name == "data":
+                values = square_to_height_width(values)
             bad = set(values) - set(valid)
             if bad:
                 raise UserError(f"unknown keys {sorted(bad)} in config section '{name}'; valid: {sorted(valid)}. "
@@ -209,7 +218,8 @@ class Config:
             if not ok:
                 raise UserError(message)
         d, m, t, o, r = self.data, self.model, self.task, self.optim, self.run
-        model_resolution = d.resolution // m.vae_spatial_down if d.autoencoder else d.resolution
+        down = m.vae_spatial_down if d.autoencoder else 1
+        model_h, model_w = d.height // down, d.width // down
         checks = [
             (r.dtype in ("auto", "bf16", "fp16", "fp32"), f"--dtype must be auto, bf16, fp16 or fp32, got {r.dtype!r}"),
             (r.parallel in ("ddp", "fsdp"), f"--parallel must be ddp or fsdp, got {r.parallel!r}"),
@@ -219,10 +229,10 @@ class Config:
              "--backbone=videoldm freezes the image model: pass --init_from=<image model ckpt.pt> (train one "
              "with --config=unet_frames), or --freeze_image_model=false to train everything"),
             (o.optimizer in ("adamw", "lamb"), f"--optimizer must be adamw or lamb, got {o.optimizer!r}"),
-            (d.num_frames >= 1 and d.resolution >= 1, "--num_frames and --resolution must be positive"),
-            (m.backbone == "causal_vae" or model_resolution % m.patch_size == 0,
-             f"the model's input ({model_resolution} pixels{' of latents' if d.autoencoder else ''}) must be "
-             f"divisible by --patch_size={m.patch_size}"),
+            (d.num_frames >= 1 and d.height >= 1 and d.width >= 1, "--num_frames, --height and --width must be positive"),
+            (m.backbone == "causal_vae" or (model_h % m.patch_size == 0 and model_w % m.patch_size == 0),
+             f"the model's input ({model_h}x{model_w} pixels{' of latents' if d.autoencoder else ''}) must be "
+             f"divisible by --patch_size={m.patch_size} in both directions"),
             (t.num_context < d.num_frames,
              f"--num_context={t.num_context} leaves nothing to generate with --num_frames={d.num_frames}"),
             (0.0 <= d.image_fraction <= 1.0, f"--image_fraction must be in [0, 1], got {d.image_fraction}"),
@@ -332,10 +342,34 @@ def parse_value(text: str, typ, key: str):
     return text
 
 
+SQUARE_SHORTHAND = ("resolution", "data.resolution")  # --resolution=N: --height=N --width=N
+
+
+def square_to_height_width(values: Dict[str, Any]) -> Dict[str, Any]:
+    """A data section written before frames could be non-square has one ``resolution`` (H = W): read it as
+    height and width, so older checkpoints keep loading. Both forms at once are contradictory."""
+    if "resolution" not in values:
+        return values
+    if "height" in values or "width" in values:
+        raise UserError("a config gives both resolution and height/width; give height and width only")
+    values = dict(values)
+    side = values.pop("resolution")
+    return {**values, "height": side, "width": side}
+
+
 def apply_overrides(cfg: Config, overrides: Dict[str, str]) -> List[str]:
-    """Set fields from ``{key: string}``; returns the canonical 'section.field' names changed."""
+    """Set fields from ``{key: string}``; returns the canonical 'section.field' names changed.
+
+    ``--resolution=N`` is shorthand for square frames (``--height=N --width=N``), applied first, so
+    ``--resolution=64 --height=36`` means 36x64."""
     index = field_index()
     changed = []
+    overrides = dict(overrides)
+    for key in SQUARE_SHORTHAND:
+        if key in overrides:
+            side = parse_value(overrides.pop(key), "int", key)
+            cfg.data.height = cfg.data.width = side
+            changed += ["data.height", "data.width"]
     for key, text in overrides.items():
         if key not in index:
             valid = sorted(k for k in index if "." not in k)
@@ -395,6 +429,8 @@ def fields_help(cfg: Config) -> str:
     lines = []
     for name in SECTIONS:
         lines += [f"  [{name}]", *_field_lines(getattr(cfg, name), "    ")]
+        if name == "data":
+            lines.append("    --resolution=<int>  (shorthand: --height and --width both, square frames)")
     return "\n".join(lines)
 
 

@@ -28,7 +28,7 @@ def _vdt(depth: int, dim: int, heads: int) -> Callable[[], Config]:
     def preset() -> Config:
         cfg = Config()
         d, m = cfg.data, cfg.model
-        d.dataset, d.scenario, d.fps, d.num_frames, d.resolution = "physion", "collide", 10.0, 16, 128
+        d.dataset, d.scenario, d.fps, d.num_frames, d.height, d.width = "physion", "collide", 10.0, 16, 128, 128
         d.num_train_clips = 0
         m.backbone, m.depth, m.dim, m.heads, m.patch_size, m.mlp_ratio = "vdt", depth, dim, heads, 16, 4.0
         cfg.task.masking, cfg.task.num_context, cfg.task.context_dropout = "predict", 8, 0.1
@@ -41,9 +41,8 @@ def _vdt(depth: int, dim: int, heads: int) -> Callable[[], Config]:
 def _snapvideo(name: str) -> Callable[[], Config]:
     """Snap Video's FIT (Table 8) with its diffusion framework: sigma_data = 1, sigma_in = s*sqrt(T), LAMB.
 
-    The paper's first stage is 16 frames of 36x64, padded to 40x64; the toy data is square, so this preset
-    uses 64x64 (a 16x16 patch grid, 4x4-patch groups). The parameter count moves by the size of the
-    positional embedding only (+1.1M); ``fit.snapvideo_config`` keeps the exact 40x64 shape.
+    The paper's first stage is 16 frames of 36x64 (H x W), which FIT pads by 4 rows to 40x64 (App. A): a
+    10x16 patch grid in 2x4 groups of 5x4 patches (``FIT.padding``). Toy Physion renders 36x64 frames.
     """
     from ..backbones.fit import snapvideo_config
 
@@ -51,13 +50,13 @@ def _snapvideo(name: str) -> Callable[[], Config]:
         k = snapvideo_config(name)
         cfg = Config()
         d, m = cfg.data, cfg.model
-        d.dataset, d.num_frames, d.resolution, d.image_fraction, d.max_frame_stride = "physion", 16, 64, 0.5, 4
+        d.dataset, d.num_frames, d.height, d.width, d.image_fraction, d.max_frame_stride = "physion", 16, 36, 64, 0.5, 4
         d.scenario = "all"
         m.backbone, m.depth, m.dim, m.heads, m.patch_size = "fit", k["depth"], k["dim"], k["heads"], k["patch_size"]
         m.mlp_ratio, m.fit_latent_dim, m.fit_latent_heads = k["mlp_ratio"], k["latent_dim"], k["latent_heads"]
         m.fit_num_latents, m.fit_global_layers, m.fit_local_layers = (k["num_latents"], k["global_layers"],
                                                                       k["local_layers"])
-        m.fit_group_h = m.fit_group_w = 4
+        m.fit_group_h, m.fit_group_w = k["group_size"]
         m.fit_dropout, m.fit_self_cond_prob = k["dropout"], 0.9  # RIN self-conditioning rate (Snap Video)
         cfg.diffusion.sigma_data, cfg.diffusion.sigma_in = 1.0, 0.0  # 0 = auto: s * sqrt(T)
         o = cfg.optim
@@ -83,7 +82,7 @@ def _walt(stage: str) -> Callable[[], Config]:
     def preset() -> Config:
         cfg = Config()
         d, m = cfg.data, cfg.model
-        d.dataset, d.scenario, d.fps, d.num_frames, d.resolution = "physion", "all", 8.0, 17, 128
+        d.dataset, d.scenario, d.fps, d.num_frames, d.height, d.width = "physion", "all", 8.0, 17, 128, 128
         d.num_train_clips = 0
         m.vae_channels, m.vae_channel_mult, m.vae_latent_channels = 128, "1,2,2,4", 8
         m.vae_spatial_down, m.vae_temporal_down = 8, 4
@@ -111,11 +110,13 @@ def _walt(stage: str) -> Callable[[], Config]:
 
 def _unet_284m() -> Config:
     """Snap Video's U-Net baseline (Table 7): the 284M video U-Net (spatial U-Net + temporal layers, trained
-    end to end) at the paper's first-stage resolution; our square 64x64 input (see ``_snapvideo``)."""
+    end to end) at the paper's input of 16 x 40 x 64 (T x H x W: the first stage's 36 rows padded to 40, which
+    the U-Net's three 2x downsamplings need)."""
     from ..backbones.unet import unet_config
     k = unet_config("unet_284m")
     cfg = _snapvideo("snapvideo_500m")()  # same data, diffusion framework and schedule as FIT
     m = cfg.model
+    cfg.data.height = 40
     # "the ADM U-Net ... adapted to video by interleaving temporal attention": temporal attention only
     m.backbone, m.freeze_image_model, m.unet_dropout = "videoldm", False, k["dropout"]
     m.vldm_temporal_conv = m.vldm_context = False

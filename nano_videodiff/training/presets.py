@@ -28,7 +28,7 @@ def _bouncing_balls() -> Config:
 def _smoke() -> Config:
     """Seconds on a CPU: a tiny model on tiny clips. The tests train with it."""
     cfg = Config()
-    cfg.data.num_frames, cfg.data.resolution = 4, 16
+    cfg.data.num_frames, cfg.data.height, cfg.data.width = 4, 16, 16
     cfg.model.dim, cfg.model.depth, cfg.model.heads = 32, 1, 2
     cfg.optim.batch_size, cfg.optim.max_steps, cfg.optim.warmup_steps = 4, 20, 2
     cfg.optim.ema_halflife = 5.0
@@ -68,7 +68,7 @@ def _moving_mnist() -> Config:
     """Moving MNIST's protocol: 20 frames of 64x64, 10 given -> 10 predicted."""
     cfg = Config()
     d = cfg.data
-    d.dataset, d.num_frames, d.resolution, d.channels, d.num_balls, d.fps = "moving_mnist", 20, 64, 1, 2, 10.0
+    d.dataset, d.num_frames, d.height, d.width, d.channels, d.num_balls, d.fps = "moving_mnist", 20, 64, 64, 1, 2, 10.0
     cfg.model.patch_size = 8
     cfg.task.masking, cfg.task.num_context, cfg.task.context_dropout = "predict", 10, 0.1
     cfg.run.out_dir = "out/moving_mnist"
@@ -101,7 +101,8 @@ def _with_fit(base: Callable[[], Config], name: str) -> Callable[[], Config]:
         m.backbone, m.dim, m.heads, m.depth = "fit", 128, 4, 2
         m.fit_num_latents, m.fit_global_layers = 64, 2
         # groups: all frames x a quarter of the patch grid in each direction (4 groups)
-        m.fit_group_h = m.fit_group_w = max(1, cfg.data.resolution // m.patch_size // 2)
+        m.fit_group_h = max(1, cfg.data.height // m.patch_size // 2)
+        m.fit_group_w = max(1, cfg.data.width // m.patch_size // 2)
         cfg.run.out_dir = f"out/{name}"
         return cfg
     return preset

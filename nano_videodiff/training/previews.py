@@ -45,7 +45,7 @@ def write_samples(cfg, ema, device, dtype: str, path: Path) -> None:
         batch = toy_data.get_batch(toy_data.build_dataset(d, "test"), range(n))
         known_x = batch["video"]
         k = cfg.task.num_context or d.num_frames // 2
-        known = masking.predict(n, d.num_frames, d.resolution, d.resolution, num_context=k)
+        known = masking.predict(n, d.num_frames, d.height, d.width, num_context=k)
         labels = batch["labels"].long() if labels is not None else None
     videos = generate(ema, cfg, n, known=known, known_x=known_x, labels=labels, steps=cfg.run.preview_steps,
                       seed=0, dtype=dtype, batch_size=n, device=device)
