@@ -232,7 +232,6 @@ def train(cfg, changed, device) -> dict:
         load_model_state(model, ckpt["model"], source=str(ckpt_path))
         start_step = int(ckpt["step"])
     data = TrainingData(cfg, objective.autoencoder, device)
-    data.start_loader(cfg, start_step, rank, world, device)  # --num_workers: clips decoded ahead, same batches
     ema = copy.deepcopy(model).requires_grad_(False)  # a plain, full copy on every rank
     if ckpt is not None:
         load_model_state(ema, ckpt["ema"], "EMA", str(ckpt_path))
@@ -288,7 +287,9 @@ def train(cfg, changed, device) -> dict:
     bar = tqdm(range(start_step, o.max_steps), initial=start_step, total=o.max_steps, disable=not master,
                desc="training", dynamic_ncols=True)
     step, interrupted = start_step, 0
-    with Interrupts() as interrupts:  # Ctrl-C / SIGTERM: finish the step, save it there, stop (runs.py)
+    # Interrupts: Ctrl-C / SIGTERM finish the step, save it there and stop (runs.py). prefetching: with
+    # --num_workers, processes decode the clips of the coming steps (the same batches), stopped on leaving.
+    with Interrupts() as interrupts, data.prefetching(cfg, start_step, rank, world, device):
         for step in bar:
             lr = lr_at(step, o)
             for group in optimizer.param_groups:

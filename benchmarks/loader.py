@@ -6,7 +6,7 @@
 Without ``--data_root`` it first writes a folder of real-looking clips (``write_clips``: 24 H.264 MP4s of
 320x240 at 24/25/30 fps, 64 frames, textured panning backgrounds with moving discs, at FFmpeg's default
 quality), so every clip must be cropped and resized to the preset's square size. The loader is the one
-train.py uses (``TrainingData.start_loader``): ``StepIndices`` draws each step's indices from (seed, step),
+train.py uses (``TrainingData.prefetching``): ``StepIndices`` draws each step's indices from (seed, step),
 ``--num_workers`` processes decode whole batches ahead. Clips/s is measured over ``--steps`` batches after
 the first one (worker start-up is reported separately). Training videos/s is one optimizer step of the
 preset (benchmarks/throughput.py) on

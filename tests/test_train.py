@@ -54,6 +54,19 @@ def test_resume_continues_exactly(tmp_path):
     assert logged == [5, 10, 12]  # the resumed log continues, without duplicates
 
 
+def test_resume_may_move_the_data_and_change_the_workers(tmp_path):
+    """Where the data lives and how many processes read it do not change a step's batch: a resumed run may
+    change both and still continues exactly; the data itself (e.g. --num_frames) may not change."""
+    full = train.main(smoke_args(tmp_path / "full", "--max_steps=8", "--ckpt_every=4"))
+    train.main(smoke_args(tmp_path / "split", "--max_steps=8", "--ckpt_every=4", "--stop_at_step=4"))
+    resumed = train.main(smoke_args(tmp_path / "split", "--max_steps=8", "--ckpt_every=4", "--resume",
+                                    "--num_workers=1", f"--cache_dir={tmp_path / 'elsewhere'}"))
+    for (name, a), b in zip(full["model"].state_dict().items(), resumed["model"].state_dict().values()):
+        assert torch.equal(a, b), f"{name} differs after resume"
+    with pytest.raises(ValueError, match="num_frames"):
+        train.main(smoke_args(tmp_path / "split", "--max_steps=8", "--resume", "--num_frames=2"))
+
+
 def test_checkpoint_is_complete_and_loads_weights_only(tmp_path):
     train.main(smoke_args(tmp_path / "run", "--max_steps=3", "--ckpt_every=3"))
     path = tmp_path / "run" / "ckpt.pt"

@@ -260,11 +260,12 @@ def test_step_batch_is_the_same_with_workers_and_ranks(folder):
         cfg = _resolve({"config": "smoke", "dataset": "videos", "data_root": str(folder), "max_frame_stride": "2",
                         "batch_size": "4", "grad_accum_steps": "2", "num_workers": str(num_workers)})
         data = TrainingData(cfg)
-        data.start_loader(cfg, 1, rank, world)
         out = []
-        for step in range(1, 1 + steps):
-            for micro in range(2):  # as train.py: every micro-batch of every step, in order
-                out.append(make_batch(cfg, data, step, rank * 2 + micro, world * 2, "cpu"))
+        with data.prefetching(cfg, 1, rank, world):
+            for step in range(1, 1 + steps):
+                for micro in range(2):  # as train.py: every micro-batch of every step, in order
+                    out.append(make_batch(cfg, data, step, rank * 2 + micro, world * 2, "cpu"))
+        assert data.loader is None  # the workers are stopped on leaving the block
         return out
 
     plain = batches(0, 0, 1)

@@ -7,6 +7,7 @@ process with the same global batch sees (tests/test_train.py checks both).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from typing import Dict
 
@@ -51,7 +52,7 @@ class TrainingData:
         # frame rate, data/videos.py); toy clips are loaded long and re-sampled here.
         self.own_frame_rate = d.dataset in toy_data.OWN_FRAME_RATE
         self.varied = d.image_fraction > 0 or (d.max_frame_stride > 1 and not self.own_frame_rate)
-        self.loader = None  # a DataLoader of this rank's batches, step by step (start_loader)
+        self.loader = None  # a DataLoader of this rank's batches, step by step (prefetching)
         self.autoencoder, self.latents = autoencoder, None
         self.clip_info: Dict[str, torch.Tensor] = {}  # cached latents: each clip's labels, frame interval, ...
         if d.latent_shards:  # latents encoded once, ahead of time (data/shards.py encode): no pixels at all
@@ -70,13 +71,18 @@ class TrainingData:
             image_data = replace(d, scenario=d.image_scenario) if d.image_scenario else d
             self.images = modality.ImageSource(toy_data.build_dataset(image_data, "train"))
 
-    def start_loader(self, cfg, start_step: int, rank: int, world: int, device="cpu") -> None:
-        """With ``--num_workers > 0``: worker processes decode the clips of the coming steps (data/loader.py).
+    @contextlib.contextmanager
+    def prefetching(self, cfg, start_step: int, rank: int, world: int, device="cpu"):
+        """``with data.prefetching(...):`` around the training loop. With ``--num_workers > 0``, worker
+        processes decode the clips of the coming steps (data/loader.py); leaving the block stops them.
 
         The loader's sampler draws each step's indices as ``make_batch`` does, so the batches are the same
         as without workers. Only plain clip batches go through it (not cached latents or joint batches).
+        Stopping the workers matters beyond memory: forked workers hold copies of the parent's open files,
+        among them the run folder's lock (files.FolderLock), which would outlive the run in this process.
         """
         if cfg.data.num_workers == 0 or self.varied or self.latents is not None:
+            yield self
             return
         from ..data.loader import StepIndices, step_loader
         from .distributed import micro_batches
@@ -85,6 +91,10 @@ class TrainingData:
         sampler = StepIndices(lambda step: step_indices(cfg, step)[1], start_step, cfg.optim.max_steps, slices)
         self.loader = iter(step_loader(self.videos, sampler, cfg.data.num_workers,
                                        pin_memory=torch.device(device).type == "cuda"))
+        try:
+            yield self
+        finally:
+            self.loader = None  # the last reference: the iterator's __del__ shuts the workers down and joins them
 
     def load(self, indices: torch.Tensor) -> dict:
         """The clips of ``indices``: the loader's next batch if there is a loader, else loaded here."""
@@ -93,7 +103,7 @@ class TrainingData:
         batch = next(self.loader)
         if not torch.equal(batch.pop("indices"), indices):
             raise RuntimeError("the DataLoader is out of step with training: make_batch must be called for "
-                               "every micro-batch of every step, in order, after start_loader")
+                               "every micro-batch of every step, in order, inside prefetching")
         return batch
 
     def global_batch(self, cfg, indices, g) -> dict:
