@@ -47,6 +47,7 @@ network has Snap Video's conditioning tokens and sizes.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -157,7 +158,7 @@ class FIT(Backbone):
             raise UserError(f"frame {height}x{width} is not divisible by the patch size {p}")
         # A patch grid that does not tile into groups is padded at the bottom / right and the output cropped:
         # Snap Video App. A pads its 64x36 frames by 4 rows to 64x40 (9 -> 10 patch rows, 2 groups of 5).
-        grid_h, grid_w = -(-height // p // gh) * gh, -(-width // p // gw) * gw
+        grid_h, grid_w = math.ceil(height // p / gh) * gh, math.ceil(width // p / gw) * gw
         self.padding = (grid_h * p - height, grid_w * p - width)  # (rows, columns) of zeros added
         num_groups = (grid_h // gh) * (grid_w // gw)
         if num_latents % num_groups:
@@ -228,6 +229,11 @@ class FIT(Backbone):
                              f"got {tuple(self_cond.shape)}")
         return self.latents + self.self_cond_norm(self.self_cond_ff(self_cond.to(self.latents.device)))
 
+    def pad(self, frames: torch.Tensor) -> torch.Tensor:
+        """Zeros below and right of (..., H, W) frames up to the grouped patch grid (no copy if none needed)."""
+        rows, cols = self.padding
+        return F.pad(frames, (0, cols, 0, rows)) if rows or cols else frames
+
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor,
                 cond: Optional[Cond] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         cond = cond if cond is not None else Cond()
@@ -237,13 +243,12 @@ class FIT(Backbone):
             raise ValueError(f"FIT was built for {self.num_frames} frames of {self.height}x{self.width} px "
                              f"(learned position embeddings and groups are sized for it); got {t} frames "
                              f"of {h}x{w}. Build the model with the data's sizes.")
-        p, (pad_h, pad_w) = self.patch_size, self.padding
-        patches = patchify(F.pad(x, (0, pad_w, 0, pad_h)), p)  # (B, T, grid_h*grid_w, C p^2)
+        p = self.patch_size
+        patches = patchify(self.pad(x), p)  # (B, T, grid_h*grid_w, C p^2)
         tokens = self.embed(patches) + self.pos
         if cond.known is not None:  # fraction of each patch that is given content (padding is never given)
-            known = cond.known.expand(b, t, 1, h, w).to(x.dtype)
-            known = patchify(F.pad(known, (0, pad_w, 0, pad_h)), p).mean(-1, keepdim=True)
-            tokens = tokens + known * self.known_embed
+            known = self.pad(cond.known.expand(b, t, 1, h, w).to(x.dtype))
+            tokens = tokens + patchify(known, p).mean(-1, keepdim=True) * self.known_embed
         tokens = group_patches(tokens, self.grid[0], self.group_size)  # (B*G, n, D)
         latents = self.initial_latents(cond.self_cond, b)  # (B, M, Dl)
         cond_tokens = self.conditioning_tokens(c_noise, cond, b)  # (B, Nc, Dc)

@@ -57,7 +57,6 @@ class DataConfig:
                                       # "{out_dir}" in it is replaced by --out_dir
     autoencoder_preset: str = ""      # train the autoencoder first with this preset if its checkpoint is missing
 
-
     @property
     def size(self) -> Tuple[int, int]:
         """(H, W) of the frames."""
