@@ -5,6 +5,8 @@
     python sample.py --ckpt=... --task=interpolate --every=4 --context=my_clip.gif     # from your file
     python sample.py --ckpt=... --task=predict --cfg_scale=2 --guidance=context        # context guidance
     python sample.py --ckpt=out/physion_collide/ckpt.pt --eval --out_dir=out/eval      # model vs baselines
+    python sample.py --ckpt=... --task=predict --num_frames=64   # longer than the model: rollout.py
+    python sample.py --ckpt=... --eval --horizon=24              # scores by horizon (evaluation/horizon.py)
     python sample.py --ckpt=out/moving_mnist/ckpt.pt --eval --mnist_test_seq=mnist_test_seq.npy  # the standard protocol
     python sample.py --ckpt=out/videoldm_bouncing_balls/ckpt.pt --image_model          # Video LDM Fig. 2
 
@@ -37,6 +39,7 @@ from nano_videodiff.generation import generate, show_known
 from nano_videodiff.hardware import pick_device, resolve_dtype
 from nano_videodiff.evaluation.metrics import psnr, ssim
 from nano_videodiff.models import load_model
+from nano_videodiff.rollout import context_frames, rollout
 from nano_videodiff.evaluation.video_io import frames_grid, load_video, save_gif, save_png, video_grid
 
 
@@ -66,6 +69,8 @@ class SampleArgs:
     overwrite: bool = False       # allow writing into an out_dir that already holds samples
     eval: bool = False            # score forward prediction (model vs baselines) on held-out clips: eval.json
     eval_clips: int = 64          # --eval: how many held-out clips
+    num_frames: int = 0           # predict: frames of the video (0 = the model's T; more: autoregressive rollout)
+    horizon: int = 0              # --eval on toy Physion: roll out H frames, scored per step and window
     mnist_test_seq: str = ""      # --eval on Moving MNIST: the standard mnist_test_seq.npy (or its folder);
                                   # "" = generated clips (evaluation/mmnist_protocol.py)
     image_model: bool = False     # videoldm: also sample its frozen image model (temporal layers off) from the
@@ -89,6 +94,8 @@ class SampleArgs:
             (self.num_context >= 0, f"--num_context must be >= 1 (or 0: the training config's), "
                                     f"got {self.num_context}"),
             (self.frame_index >= 0, f"--frame_index must be >= 0, got {self.frame_index}"),
+            (self.num_frames == 0 or self.task == "predict", "--num_frames (a rollout) needs --task=predict"),
+            (self.horizon >= 0 and (self.eval or not self.horizon), "--horizon=H (>= 1) is an option of --eval"),
             (self.label >= -1, f"--label must be a class index, or -1 to cycle over classes; got {self.label}"),
             (self.cfg_scale >= 0, f"--cfg_scale must be >= 0 (1 = no guidance), got {self.cfg_scale}"),
             (self.S_churn >= 0, f"--S_churn must be >= 0, got {self.S_churn}"),
@@ -127,7 +134,14 @@ def task_mask(args: SampleArgs, cfg: Config, n: int) -> torch.Tensor:
                             f"(0..{d.num_frames - 1})")
         kwargs = {"frame_index": args.frame_index}
     g = torch.Generator().manual_seed(args.seed)
-    return masking.make_mask(args.task, n, d.num_frames, d.height, d.width, generator=g, **kwargs)
+    return masking.make_mask(args.task, n, video_frames(args, cfg), d.height, d.width, generator=g, **kwargs)
+
+
+def video_frames(args: SampleArgs, cfg: Config) -> int:
+    """Frames of the videos to write: the model's T, or --num_frames (more: rollout.py's windows)."""
+    if 0 < args.num_frames < cfg.data.num_frames:
+        raise UserError(f"--num_frames={args.num_frames} is shorter than the model's {cfg.data.num_frames} frames")
+    return args.num_frames or cfg.data.num_frames
 
 
 def context_videos(args: SampleArgs, cfg: Config, known: torch.Tensor) -> tuple:
@@ -137,12 +151,12 @@ def context_videos(args: SampleArgs, cfg: Config, known: torch.Tensor) -> tuple:
     A file shorter than the model's T frames is padded with grey frames, after checking that every frame the
     task gives (``known``) is inside the clip: padding must never count as given content, nor as truth.
     """
-    d = cfg.data
+    d, frames = cfg.data, video_frames(args, cfg)
     if not args.context:
         data_cfg = Config.from_dict(cfg.to_dict()).data
         data_cfg.data_seed = args.data_seed
-        batch = toy_data.get_batch(toy_data.build_dataset(data_cfg, "test"), range(args.num_videos))
-        return batch["video"], batch.get("labels"), d.num_frames
+        batch = toy_data.get_batch(toy_data.build_dataset(data_cfg, "test", clip_frames=frames), range(args.num_videos))
+        return batch["video"], batch.get("labels"), frames
     if not Path(args.context).exists():
         raise MissingFile(f"--context file {args.context} does not exist")
     video = load_video(args.context, channels=d.channels)
@@ -158,15 +172,15 @@ def context_videos(args: SampleArgs, cfg: Config, known: torch.Tensor) -> tuple:
         raise UserError(f"{args.context} has {length} frame(s), but --task={args.task} gives frame(s) "
                         f"{', '.join(map(str, outside[:8]))}{' ...' if len(outside) > 8 else ''} of the model's "
                         f"{d.num_frames}: pass a clip of at least {outside[-1] + 1} frames{hint}")
-    if length > d.num_frames:
-        print(f"{args.context}: using its first {d.num_frames} of {length} frames (the model's clip length)")
-    pad = video.new_zeros(max(d.num_frames - length, 0), *video.shape[1:])  # never given: checked above
-    video = torch.cat([video, pad])[:d.num_frames]
-    return video[None].repeat(args.num_videos, 1, 1, 1, 1), None, min(length, d.num_frames)
+    if length > frames:
+        print(f"{args.context}: using its first {frames} of {length} frames (the length of the videos made)")
+    pad = video.new_zeros(max(frames - length, 0), *video.shape[1:])  # never given: checked above
+    video = torch.cat([video, pad])[:frames]
+    return video[None].repeat(args.num_videos, 1, 1, 1, 1), None, min(length, frames)
 
 
 # What main writes into --out_dir (physics_eval.save_evaluation writes the same names, and eval.json).
-SAMPLE_OUTPUTS = ("video_*.gif", "grid.gif", "grid.png", "metrics.json", "eval.json")
+SAMPLE_OUTPUTS = ("video_*.gif", "grid.gif", "grid.png", "metrics.json", "eval.json", "horizon.md", "horizon.png")
 
 
 def old_samples(out_dir: Path) -> list:
@@ -194,6 +208,11 @@ def main(argv=None):
     if args.eval and d.dataset == "moving_mnist":  # the field's 10 -> 10 protocol and published numbers
         from nano_videodiff.evaluation import mmnist_protocol
         return mmnist_protocol.run(model, cfg, args, out_dir, device)
+    if args.eval and args.horizon:  # the same, as a function of the horizon, by rollout
+        from nano_videodiff.evaluation import horizon
+        result = horizon.evaluate_from_args(model, cfg, args, device)
+        clear_old_samples(out_dir)
+        return horizon.save_horizon(result, out_dir, num_videos=n, fps=d.fps)
     if args.eval:  # forward prediction scored against copy-last, constant velocity and the simulator
         from nano_videodiff.evaluation import physics_eval
         result = physics_eval.evaluate_prediction(
@@ -219,16 +238,20 @@ def main(argv=None):
         if data_labels is not None and labels is not None and args.label < 0:
             labels = data_labels.long()
         known_x = context  # read once; it is also the ground truth when the clip is complete
-        truth = context if length == d.num_frames else None
+        frames = video_frames(args, cfg)
+        truth = context if length == frames else None
         if truth is None:
-            print(f"no PSNR/SSIM: {args.context} has {length} of the model's {d.num_frames} frames, so the "
-                  f"generated frames {length}..{d.num_frames - 1} have no ground truth")
+            print(f"no PSNR/SSIM: {args.context} has {length} of the video's {frames} frames, so the "
+                  f"generated frames {length}..{frames - 1} have no ground truth")
     def sample_videos():
-        return generate(model, cfg, n, known=known, known_x=None if known is None else known_x, labels=labels,
-                        steps=args.steps, solver=args.solver, seed=args.seed, cfg_scale=args.cfg_scale,
-                        guidance=args.guidance, S_churn=args.S_churn, dtype=args.dtype,
-                        batch_size=args.batch_size, device=device, progress=True,
-                        frame_interval=None if args.frame_interval < 0 else args.frame_interval)
+        kwargs = dict(labels=labels, steps=args.steps, solver=args.solver, seed=args.seed, cfg_scale=args.cfg_scale,
+                      guidance=args.guidance, S_churn=args.S_churn, dtype=args.dtype, batch_size=args.batch_size,
+                      device=device, progress=True,
+                      frame_interval=None if args.frame_interval < 0 else args.frame_interval)
+        if args.num_frames > d.num_frames:  # longer than the model: autoregressive windows (rollout.py)
+            k = context_frames(cfg, args.num_context)
+            return rollout(model, cfg, known_x[:, :k], args.num_frames, num_context=k, **kwargs)
+        return generate(model, cfg, n, known=known, known_x=None if known is None else known_x, **kwargs)
     videos = sample_videos()
     image_videos = None
     if args.image_model:  # Video LDM Fig. 2: the same noise through the image model alone (alpha = 1)

@@ -27,3 +27,19 @@ def small_unet(seed=0, **kw):
                image_size=8, heads=2)
     cfg.update(kw)
     return UNet(**cfg)
+
+
+class FakeModel(torch.nn.Module):
+    """The sampler's side of a denoiser (``forward_with_state``, ``sigma_in``, ``autoencoder``) around a
+    function ``fn(x, sigma, cond) -> x0``; counts its calls and records every context it is shown."""
+
+    def __init__(self, fn, autoencoder=None):
+        super().__init__()
+        self.fn, self.autoencoder, self.sigma_in = fn, autoencoder, 1.0
+        self.calls, self.contexts = 0, []
+
+    def forward_with_state(self, x, sigma, cond):
+        self.calls += 1
+        if cond.known is not None and (not self.contexts or self.contexts[-1] is not cond.known_x):
+            self.contexts.append(cond.known_x)
+        return self.fn(x, sigma, cond), None

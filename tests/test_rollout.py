@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from torch import nn
+from helpers import FakeModel
 
 from nano_videodiff import latent
 from nano_videodiff.errors import UserError
@@ -12,22 +12,6 @@ from nano_videodiff.rollout import num_windows, rollout
 from nano_videodiff.training.presets import get_preset
 
 STEP = 0.03  # the fake denoiser's brightness increase per generated frame
-
-
-class FakeModel(nn.Module):
-    """The sampler's contract (``forward_with_state``, ``sigma_in``, ``autoencoder``) around a function
-    ``fn(x, sigma, cond) -> x0``; it counts its calls and records every context it is shown."""
-
-    def __init__(self, fn, autoencoder=None):
-        super().__init__()
-        self.fn, self.autoencoder, self.sigma_in = fn, autoencoder, 1.0
-        self.calls, self.contexts = 0, []
-
-    def forward_with_state(self, x, sigma, cond):
-        self.calls += 1
-        if cond.known is not None and (not self.contexts or self.contexts[-1] is not cond.known_x):
-            self.contexts.append(cond.known_x)
-        return self.fn(x, sigma, cond), None
 
 
 def known_frames(cond):

@@ -17,14 +17,21 @@ from nano_videodiff.errors import UserError
 TEST_SEED_OFFSET = 1_000_003
 
 
-def build_dataset(data_cfg, split: str = "train"):
-    """The dataset a config's ``data`` section names, for the train or the held-out test split."""
+def build_dataset(data_cfg, split: str = "train", clip_frames: int = 0):
+    """The dataset a config's ``data`` section names, for the train or the held-out test split.
+
+    ``clip_frames`` > num_frames: longer clips of the procedural datasets (the long-horizon evaluation);
+    toy Physion still builds its scenes for ``num_frames``, so a clip starts as the training clips do.
+    """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     d = data_cfg
+    frames = clip_frames or d.num_frames
+    if frames != d.num_frames and d.dataset not in ("bouncing_balls", "physion", "moving_mnist"):
+        raise UserError(f"clips longer than the model's come only from the toy datasets, not {d.dataset!r}")
     if d.dataset == "bouncing_balls":
         from .bouncing_balls import BouncingBalls
-        return BouncingBalls(num_frames=d.num_frames, resolution=d.size, num_balls=d.num_balls, fps=d.fps,
+        return BouncingBalls(num_frames=frames, resolution=d.size, num_balls=d.num_balls, fps=d.fps,
                              seed=d.data_seed + (TEST_SEED_OFFSET if split == "test" else 0),
                              channels=d.channels)
     if d.dataset == "physion":
@@ -33,12 +40,12 @@ def build_dataset(data_cfg, split: str = "train"):
         if abs(stride - round(stride)) > 1e-6:
             raise UserError(f"toy Physion runs at {SIM_FPS} fps: fps must divide it (e.g. 10 -> every 3rd frame)")
         num = d.num_train_clips if split == "train" else d.num_test_clips
-        return PhysionDataset(scenario=d.scenario, num_clips=num or 2048, num_frames=d.num_frames,
-                              resolution=d.size, seed=d.data_seed, split=split,
+        return PhysionDataset(scenario=d.scenario, num_clips=num or 2048, num_frames=frames,
+                              resolution=d.size, seed=d.data_seed, split=split, scene_frames=d.num_frames,
                               frame_stride=int(round(stride)), cache_dir=d.cache_dir or None)
     if d.dataset == "moving_mnist":
         from .moving_mnist import MovingMNIST
-        return MovingMNIST(num_frames=d.num_frames, resolution=d.size, num_digits=d.num_balls,
+        return MovingMNIST(num_frames=frames, resolution=d.size, num_digits=d.num_balls,
                            root=d.data_root or None, seed=d.data_seed, split=split,
                            frame_interval=1.0 / d.fps, length=10**9 if split == "train" else 10_000)
     if d.dataset == "videos":  # your own clips: a folder or a manifest (nano_videodiff/data/videos.py)

@@ -108,29 +108,38 @@ def _run(sc, num_frames, frame_stride, record):
             frames.append(_geometry(moving))
     return dict(states=states, contact=bool(first),
                 contact_frame=-(-first[0] // steps) if first else -1,  # first frame at/after touch
+                contact_step=first[0] if first else -1,
                 kinds=np.array([o[2] for o in objs]), sizes=np.array([o[3] for o in objs], float),
                 geometry=dict(static=_geometry(static), frames=frames), view=sc.view)
 
 
 def simulate(scenario, seed, num_frames=16, frame_stride=DEFAULT_STRIDE, want_contact=None,
-             record=True):
+             record=True, scene_frames=None):
     """Build and run one clip in world units (no rendering). Returns `states` (T, K, 6) world
     [x, y, angle, vx, vy, omega] per second with y up, `contact`, `contact_frame`, `kinds` (K,),
     `sizes` (K, 2), `view`, `geometry` (drawing primitives: "static" once, "frames" one list per
     frame, if `record`), `want` (the
-    target label), `mirror` (already applied) and `tries` (scenes built until the label matched)."""
+    target label), `mirror` (already applied) and `tries` (scenes built until the label matched).
+
+    `scene_frames` (default `num_frames`): the clip length the scene is built and labelled for. A longer
+    `num_frames` runs the same scene on (long-horizon evaluation): its first `scene_frames` frames are
+    the `scene_frames`-frame clip's, and `contact`/`contact_frame` cover the whole run."""
     sid = SCENARIOS.index(scenario)
     if int(seed) < 0:
         raise ValueError("seed must be a non-negative integer")
     rng = np.random.default_rng([sid, int(seed)])
     want = bool(rng.random() < 0.5) if want_contact is None else bool(want_contact)
     mirror = bool(rng.random() < 0.5)
-    duration = max(num_frames - 1, 1) * frame_stride / SIM_FPS
+    scene_frames = scene_frames or num_frames
+    if not 0 < scene_frames <= num_frames:
+        raise ValueError(f"scene_frames={scene_frames} must be in 1..num_frames={num_frames}")
+    duration = max(scene_frames - 1, 1) * frame_stride / SIM_FPS
+    last_step = (scene_frames - 1) * frame_stride * SUBSTEPS  # the label is decided by this engine step
     for tries in range(1, MAX_TRIES + 1):
         scene = Scene(rng)
         BUILDERS[scenario](scene, rng, want, duration)
         out = _run(scene, num_frames, frame_stride, record)
-        if out["contact"] == want:
+        if (0 <= out["contact_step"] <= last_step) == want:
             break
     if mirror:  # reflect about the camera's centre line: angles and spins change sign
         flip = 2 * out["view"][0] + out["view"][1]
@@ -201,14 +210,15 @@ def render(geometry, view, resolution, supersample=SUPERSAMPLE):
 # ------------------------------------------------------------------ clips
 
 def generate_clip(scenario, seed, num_frames=16, resolution=32, frame_stride=DEFAULT_STRIDE,
-                  want_contact=None, supersample=SUPERSAMPLE):
+                  want_contact=None, supersample=SUPERSAMPLE, scene_frames=None):
     """Simulate and render one clip; a pure function of its arguments (see module docstring).
     `resolution` is an int or (H, W). `want_contact` forces the target label (None: 50/50 from the
-    clip's own generator); the returned `contact` is always what the engine reported."""
+    clip's own generator); the returned `contact` is always what the engine reported. `scene_frames`:
+    see `simulate` (a longer clip of the same scene)."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose from {SCENARIOS}")
     h, w = _hw(resolution)
-    sim = simulate(scenario, seed, num_frames, frame_stride, want_contact, record=True)
+    sim = simulate(scenario, seed, num_frames, frame_stride, want_contact, record=True, scene_frames=scene_frames)
     rgb = render(sim["geometry"], sim["view"], (h, w), supersample)
     scale, x0, y0 = world_to_pixel(sim["view"], h, w)
     per_frame = frame_stride / SIM_FPS  # seconds per clip frame
@@ -235,7 +245,8 @@ PARALLEL_SIM_MIN_CLIPS = 256  # smaller datasets are simulated in this process (
 
 def _simulate_job(job):
     """One clip of a dataset, stored as uint8 frames (4x smaller); module level, so worker processes can run it."""
-    clip = generate_clip(*job)
+    *args, options = job  # options: {"scene_frames": n} for longer runs of shorter scenes, else {}
+    clip = generate_clip(*args, **options)
     clip["video"] = np.round((clip["video"] + 1) * 127.5).astype(np.uint8)
     return clip
 
@@ -281,10 +292,12 @@ class PhysionDataset(torch.utils.data.Dataset):
     `<cache_dir>/physion_<name>_<split>_<hash>.npz` (uint8 video, float32 states, labels) plus a
     `.json` with the parameters; the hash covers every generation parameter, the engine version
     and `FORMAT_VERSION`, so a changed parameter never reads a stale file. Both are written atomically;
-    a damaged cache file (torn, truncated, bit-flipped, foreign) is re-simulated with a warning naming it."""
+    a damaged cache file (torn, truncated, bit-flipped, foreign) is re-simulated with a warning naming it.
+    `scene_frames` < `num_frames` runs scenes built for `scene_frames` frames longer (see `simulate`); it
+    enters the hash only then, so every earlier cache stays valid."""
 
     def __init__(self, scenario="collide", num_clips=1024, num_frames=16, resolution=32, seed=0,
-                 split="train", frame_stride=DEFAULT_STRIDE, cache_dir=None, progress=True):
+                 split="train", frame_stride=DEFAULT_STRIDE, cache_dir=None, progress=True, scene_frames=None):
         names = list(SCENARIOS) if scenario == "all" else [scenario] if isinstance(scenario, str) \
             else list(scenario)
         if not names or any(n not in SCENARIOS for n in names):
@@ -297,6 +310,8 @@ class PhysionDataset(torch.utils.data.Dataset):
                            split=split, frame_stride=int(frame_stride), supersample=SUPERSAMPLE,
                            sim_fps=SIM_FPS, substeps=SUBSTEPS, iterations=ITERATIONS,
                            gravity=GRAVITY, max_tries=MAX_TRIES, pymunk=pymunk.version)
+        if scene_frames and int(scene_frames) != int(num_frames):  # longer runs of shorter scenes
+            self.params["scene_frames"] = int(scene_frames)
         key = hashlib.sha256(json.dumps(self.params, sort_keys=True).encode()).hexdigest()[:16]
         tag = "all" if scenario == "all" else "+".join(names)[:60]
         root = Path(cache_dir or "~/.cache/nano_videodiff/physion").expanduser()
@@ -322,7 +337,8 @@ class PhysionDataset(torch.utils.data.Dataset):
     def _generate(self, progress):
         p = self.params
         jobs = [(p["scenarios"][i % len(p["scenarios"])], clip_seed(p["seed"], p["split"], i), p["num_frames"],
-                 (p["height"], p["width"]), p["frame_stride"]) for i in range(p["num_clips"])]
+                 (p["height"], p["width"]), p["frame_stride"],
+                 {"scene_frames": p["scene_frames"]} if "scene_frames" in p else {}) for i in range(p["num_clips"])]
         # Every clip is a pure function of its job, so worker processes give the same clips as one process;
         # pymunk is single-threaded, so this is where the cores help. "spawn": no forked torch thread pools.
         workers = min(os.cpu_count() or 1, MAX_SIM_WORKERS) if len(jobs) >= PARALLEL_SIM_MIN_CLIPS else 1
