@@ -9,6 +9,8 @@
     python sample.py --ckpt=... --eval --horizon=24              # scores by horizon (evaluation/horizon.py)
     python sample.py --ckpt=out/moving_mnist/ckpt.pt --eval --mnist_test_seq=mnist_test_seq.npy  # the standard protocol
     python sample.py --ckpt=out/videoldm_bouncing_balls/ckpt.pt --image_model          # Video LDM Fig. 2
+    python sample.py --ckpt=out/bouncing_balls_interp/ckpt.pt --method=interpolate     # key frames -> x4 -> x16
+    python sample.py --ckpt=out/bb_tasks/ckpt.pt --method=conv_time --task=predict     # 4T frames in one pass
 
 Tasks (masking.py): generate | predict | backward | interpolate | animate | complete (and random_frames).
 Without ``--context`` the given content comes from held-out clips of the model's own toy dataset
@@ -76,6 +78,8 @@ class SampleArgs:
     image_model: bool = False     # videoldm: also sample its frozen image model (temporal layers off) from the
                                   # same noise, and write [image model | aligned video model] side by side
                                   # (its learned alphas: tutorials/05_temporal_alignment.py plots them)
+    method: str = ""              # longer than the model (long_videos.py): interpolate (Video LDM's stack, key
+                                  # frames -> x4 -> x16) | conv_time (4T frames, attention masked to T - 1)
 
     def validate(self) -> "SampleArgs":
         """Catch bad options before the checkpoint is read, with a message that names the flag."""
@@ -203,6 +207,9 @@ def main(argv=None):
         raise ExistingOutput(f"{out_dir} already holds samples; pass --overwrite (it replaces them all) or "
                              "another --out_dir")
     model, cfg = load_model(args.ckpt, args.use_ema, device)
+    if args.method:  # a video longer than the model's window
+        from nano_videodiff import long_videos
+        return long_videos.run(model, cfg, args, out_dir, device, lambda: clear_old_samples(out_dir))
     d = cfg.data
     n = args.num_videos
     if args.eval and d.dataset == "moving_mnist":  # the field's 10 -> 10 protocol and published numbers

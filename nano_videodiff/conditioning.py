@@ -44,6 +44,9 @@ class Cond:
     is_image:       (B,) bool, True for samples whose T frames are independent images, not a video.
                     Backbones with temporal layers must not mix their frames: W.A.L.T's identity
                     attention mask (Sec. 4.2), Video LDM's alpha = 1 (Sec. 3.1). None = all videos.
+    stage:          (B,) long, which stage of Video LDM's interpolation stack (Sec. 4: one model for T -> 4T
+                    and 4T -> 16T, told apart by a binary conditioning; ``interpolation.py``), 0 = the lowest
+                    frame rate. Read by backbones built with ``num_stages > 0``; None = stage 0.
     """
 
     labels: Optional[torch.Tensor] = None
@@ -52,6 +55,7 @@ class Cond:
     known_x: Optional[torch.Tensor] = None
     self_cond: Any = None
     is_image: Optional[torch.Tensor] = None
+    stage: Optional[torch.Tensor] = None
 
     def replace(self, **changes) -> "Cond":
         return dataclasses.replace(self, **changes)

@@ -131,7 +131,9 @@ def _hue_to_rgb(hue: np.ndarray) -> np.ndarray:
 class BouncingBalls(torch.utils.data.Dataset):
     """Procedural bouncing-balls clips; clip i is a pure function of (seed, i), nothing is stored."""
 
-    def __init__(self, num_frames=16, resolution=32, num_balls=2, radius=(0.08, 0.14), speed=(0.04, 0.08),
+    SPEED = (0.04, 0.08)  # the default range of speeds, box units per frame
+
+    def __init__(self, num_frames=16, resolution=32, num_balls=2, radius=(0.08, 0.14), speed=SPEED,
                  fps=8.0, seed=0, length=100_000, channels=3):
         self.height, self.width = (resolution, resolution) if isinstance(resolution, int) else resolution
         if num_frames < 1 or num_balls < 1 or channels not in (1, 3) or fps <= 0:

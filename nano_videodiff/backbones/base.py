@@ -18,6 +18,11 @@ others inherit the trivial one.
   same architecture); Video LDM takes an image U-Net into its spatial layers (Video LDM Sec. 3.1).
 - ``image_model()``: a context in which the backbone runs as the image model it was built on (Video LDM's
   "alpha = 1", Sec. 3.1). Backbones that are not built on an image model refuse, saying so.
+- ``conv_in_time(max_distance)``: a context in which the temporal attention of frame i reads only frames j
+  with |i - j| <= max_distance, so the temporal layers run over more frames than the model was trained on
+  (Video LDM Sec. 3.1 / 4, "convolutional in time"; conv_time.py). Backbones whose frames mix only through
+  attention over the time axis declare ``temporal_attention = True`` (VDT, Video LDM) and read
+  ``self.temporal_distance``; the others (FIT's latents, W.A.L.T's windows, the U-Net) refuse.
 """
 from __future__ import annotations
 
@@ -34,6 +39,9 @@ from ..errors import UserError
 
 class Backbone(nn.Module):
     """Base class of every diffusion backbone: the contract above, with the trivial hooks."""
+
+    temporal_attention = False  # True: conv_in_time may mask the attention over frames to a band
+    temporal_distance: Optional[int] = None  # inside conv_in_time: the band's half-width in frames
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor,
                 cond: Optional[Cond] = None) -> Tuple[torch.Tensor, Any]:
@@ -53,3 +61,17 @@ class Backbone(nn.Module):
         raise UserError(f"{type(self).__name__} is not built on an image model: only Video LDM "
                         "(--backbone=videoldm) can be sampled without its temporal layers")
         yield  # unreachable: makes this a generator for contextmanager
+
+    @contextlib.contextmanager
+    def conv_in_time(self, max_distance: int):
+        """Temporal attention masked to |i - j| <= max_distance inside (Video LDM Sec. 3.1; conv_time.py)."""
+        if not self.temporal_attention:
+            raise UserError(f"{type(self).__name__} has no temporal attention to mask: convolutional-in-time "
+                            "sampling needs --backbone=vdt or videoldm")
+        if isinstance(max_distance, bool) or not isinstance(max_distance, int) or max_distance < 1:
+            raise UserError(f"the temporal attention distance must be an int >= 1, got {max_distance!r}")
+        previous, self.temporal_distance = self.temporal_distance, max_distance
+        try:
+            yield self
+        finally:
+            self.temporal_distance = previous

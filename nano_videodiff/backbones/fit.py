@@ -58,7 +58,7 @@ from torch import nn
 from .base import Backbone
 from ..conditioning import Cond
 from .layers import (Attention, LabelEmbedder, Mlp, ScalarEmbedder, check_video, frame_intervals, patchify,
-                     unpatchify)
+                     stage_embedder, unpatchify)
 from ..errors import UserError
 
 
@@ -137,7 +137,7 @@ class FIT(Backbone):
 
     x:       (B, T, C, H, W), already scaled by c_in; T, H, W must be the sizes the model was built for.
     c_noise: (B,) = ln(sigma) / 4.
-    cond:    reads ``labels`` (if num_classes > 0), ``frame_interval``, ``known``, ``self_cond``
+    cond:    reads ``labels`` (if num_classes > 0), ``stage`` (if num_stages > 0), ``frame_interval``, ``known``, ``self_cond``
              ((B, num_latents, latent_dim) latents of the previous step, or None).
     returns: out with out.shape == x.shape, and the final latents (B, num_latents, latent_dim).
 
@@ -151,7 +151,8 @@ class FIT(Backbone):
                  latent_heads: int = 4, num_latents: int = 64, group_size: Tuple[int, int] = (4, 4),
                  depth: int = 2, global_layers: int = 2, local_layers: int = 0,
                  cond_dim: Optional[int] = None, mlp_ratio: float = 4.0, num_classes: int = 0,
-                 qk_norm: bool = False, dropout: float = 0.0, self_cond_mlp_ratio: float = 1.0):
+                 qk_norm: bool = False, dropout: float = 0.0, self_cond_mlp_ratio: float = 1.0,
+                 num_stages: int = 0):
         super().__init__()
         p, (gh, gw) = patch_size, group_size
         if height % p or width % p:
@@ -187,6 +188,7 @@ class FIT(Backbone):
         self.height_embed = ScalarEmbedder(cond_dim)  # of log(height in px)
         self.width_embed = ScalarEmbedder(cond_dim)   # of log(width in px)
         self.label_embed = LabelEmbedder(num_classes, cond_dim) if num_classes > 0 else None
+        self.stage_embed = stage_embedder(num_stages, cond_dim)  # Video LDM's interpolation stage: a token
 
         self.blocks = nn.ModuleList(
             FITBlock(dim, latent_dim, cond_dim, heads, latent_heads, num_groups, global_layers,
@@ -205,10 +207,10 @@ class FIT(Backbone):
                    latent_heads=m.fit_latent_heads or m.heads, num_latents=m.fit_num_latents,
                    group_size=(m.fit_group_h, m.fit_group_w), depth=m.depth, global_layers=m.fit_global_layers,
                    local_layers=m.fit_local_layers, cond_dim=m.fit_cond_dim or None, mlp_ratio=m.mlp_ratio,
-                   num_classes=d.num_classes, qk_norm=m.qk_norm, dropout=m.fit_dropout)
+                   num_classes=d.num_classes, qk_norm=m.qk_norm, dropout=m.fit_dropout, num_stages=m.num_stages)
 
     def conditioning_tokens(self, c_noise: torch.Tensor, cond: Cond, batch: int) -> torch.Tensor:
-        """(B, Nc, cond_dim): [noise level, frame interval, resolution (, label)] tokens."""
+        """(B, Nc, cond_dim): [noise level, frame interval, resolution (, label) (, stage)] tokens."""
         device = c_noise.device
         interval = frame_intervals(cond, batch, device)
         size = torch.tensor([self.height, self.width], dtype=torch.float32, device=device).expand(batch, 2)
@@ -217,6 +219,8 @@ class FIT(Backbone):
                   self.height_embed(size[:, 0].log()) + self.width_embed(size[:, 1].log())]
         if self.label_embed is not None:
             tokens.append(self.label_embed.of(cond, device))
+        if self.stage_embed is not None:
+            tokens.append(self.stage_embed.of(cond, batch, device))
         return torch.stack(tokens, dim=1)
 
     def initial_latents(self, self_cond: Optional[torch.Tensor], batch: int) -> torch.Tensor:

@@ -157,12 +157,43 @@ class LabelEmbedder(nn.Module):
         return self(cond.labels.to(device))
 
 
-def conditioning_vector(noise_embed, interval_embed, label_embed, c_noise, cond, batch: int) -> torch.Tensor:
-    """c = emb(c_noise) + emb(frame interval) + emb(label) (label only if ``label_embed`` is not None):
-    the one vector per video that drives adaLN in VDT and W.A.L.T (DiT's conditioning, plus frame rate)."""
+class StageEmbedder(nn.Module):
+    """Which stage of Video LDM's interpolation stack a sample is in (``cond.stage``) -> a learned vector.
+
+    Video LDM (Blattmann et al. 2023, arXiv 2304.08818) Sec. 4 trains one model for T -> 4T and 4T -> 16T,
+    "distinguished by a binary conditioning"; like the label embedding it is added to the noise embedding.
+    ``cond.stage`` None means stage 0. Built only for ``num_stages > 0``, so other checkpoints are unchanged.
+    """
+
+    def __init__(self, num_stages: int, dim: int):
+        super().__init__()
+        self.num_stages = num_stages
+        self.table = nn.Embedding(num_stages, dim)
+
+    def of(self, cond, batch: int, device) -> torch.Tensor:
+        stage = cond.stage
+        if stage is None:
+            stage = torch.zeros(batch, dtype=torch.long)
+        stage = torch.as_tensor(stage, device=device)
+        if stage.dtype not in (torch.int32, torch.int64) or ((stage < 0) | (stage >= self.num_stages)).any():
+            raise ValueError(f"cond.stage must be integers in [0, {self.num_stages}), got {stage.tolist()}")
+        return self.table(stage.expand(batch))
+
+
+def stage_embedder(num_stages: int, dim: int) -> Optional[StageEmbedder]:
+    return StageEmbedder(num_stages, dim) if num_stages > 0 else None
+
+
+def conditioning_vector(noise_embed, interval_embed, label_embed, c_noise, cond, batch: int,
+                        stage_embed: Optional[StageEmbedder] = None) -> torch.Tensor:
+    """c = emb(c_noise) + emb(frame interval) + emb(label) (+ emb(stage)) (label, stage only if their
+    embedders are not None): the one vector per video that drives adaLN in VDT and W.A.L.T (DiT's
+    conditioning, plus frame rate)."""
     c = noise_embed(c_noise) + interval_embed(frame_intervals(cond, batch, c_noise.device))
     if label_embed is not None:
         c = c + label_embed.of(cond, c.device)
+    if stage_embed is not None:
+        c = c + stage_embed.of(cond, batch, c.device)
     return c
 
 

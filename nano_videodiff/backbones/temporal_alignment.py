@@ -38,13 +38,16 @@ Choices, and where they differ from the paper / SVD:
   them into one feature map per U-Net resolution, concatenated to the input of every 3D-conv block at that
   resolution. The temporal attention sees the context only through the stream. SVD instead concatenates
   the conditioning frame to the U-Net's input channels, which would change the frozen image model.
-- Full attention over T (the paper masks it to 8 frames for long videos; SVD uses full attention).
+- Full attention over T by default; ``conv_in_time(d)`` (base.py, conv_time.py) masks it to frames at most d
+  apart, the paper's "convolutional in time" sampling of long videos (Sec. 3.1, 4).
+- Interpolation stack (Sec. 4, interpolation.py): the stage embedding (``num_stages > 0``) is added to the
+  embedding the *temporal* layers receive only, so the frozen image model stays exactly the image model.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
 import contextlib
+import dataclasses
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +58,8 @@ from .. import masking
 from .base import Backbone
 from ..training.checkpoint import clean_state_dict, load_model_state
 from ..conditioning import Cond
-from .layers import Attention, Mlp, modulate, sincos_1d
+from .layers import Attention, Mlp, modulate, sincos_1d, stage_embedder
+from ..conv_time import band_mask
 from .unet import AttentionBlock, ResBlock, UNet, group_norm, zero_init
 from ..errors import UserError
 
@@ -74,12 +78,13 @@ class TemporalLayer(nn.Module):
         alpha = torch.sigmoid(self.mix_logit)
         return alpha if is_image is None else torch.where(is_image, torch.ones_like(alpha), alpha)
 
-    def temporal(self, z, emb, num_frames, context):  # z' = l_phi(z), (B*T, C, H, W)
+    def temporal(self, z, emb, num_frames, context, band=None):  # z' = l_phi(z), (B*T, C, H, W)
         raise NotImplementedError
 
     def forward(self, z: torch.Tensor, emb: torch.Tensor, num_frames: int, is_image: Optional[torch.Tensor] = None,
-                context: Optional[torch.Tensor] = None) -> torch.Tensor:
-        z_temporal = self.temporal(z, emb, num_frames, context).to(z.dtype)
+                context: Optional[torch.Tensor] = None, band: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``band`` (T, T) bool: which frames each frame's temporal attention may read (conv_time.py)."""
+        z_temporal = self.temporal(z, emb, num_frames, context, band).to(z.dtype)
         alpha = self.alpha(is_image).to(z.dtype).reshape(-1, 1, 1, 1)  # one alpha per frame (or for all)
         return alpha * z + (1 - alpha) * z_temporal
 
@@ -114,7 +119,7 @@ class TemporalConvBlock(TemporalLayer):
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_init(Conv3d(channels, channels, kernel, padding=padding))
 
-    def temporal(self, z, emb, num_frames, context):
+    def temporal(self, z, emb, num_frames, context, band=None):  # a kernel of 3 frames: local by construction
         x = rearrange(z, "(b t) c h w -> b c t h w", t=num_frames)
         h = x if context is None else torch.cat([x, rearrange(context, "(b t) c h w -> b c t h w",
                                                                 t=num_frames).to(x.dtype)], dim=1)
@@ -141,11 +146,11 @@ class TemporalAttentionBlock(TemporalLayer):
         zero_init(self.attn.proj)
         zero_init(self.mlp.fc2)
 
-    def temporal(self, z, emb, num_frames, context):
+    def temporal(self, z, emb, num_frames, context, band=None):
         height, width = z.shape[-2:]
         tokens = rearrange(z, "(b t) c h w -> (b h w) t c", t=num_frames)
         position = sincos_1d(torch.arange(num_frames), tokens.shape[-1]).to(tokens)  # (T, C)
-        tokens = tokens + self.attn(self.norm1(tokens) + position)
+        tokens = tokens + self.attn(self.norm1(tokens) + position, attn_mask=band)
         tokens = tokens + self.mlp(self.norm2(tokens))
         return rearrange(tokens, "(b h w) t c -> (b t) c h w", h=height, w=width)
 
@@ -184,8 +189,10 @@ class VideoLDM(Backbone):
     ``context_encoder.*``; ``temporal_parameters()`` are everything except ``unet.*``.
     """
 
+    temporal_attention = True  # its temporal attention layers can be masked to a band (conv_in_time)
+
     def __init__(self, unet: UNet, temporal_conv: bool = True, temporal_kernel: Sequence[int] = (3, 1, 1),
-                 context: bool = True, mlp_ratio: float = 4.0, dropout: float = 0.0):
+                 context: bool = True, mlp_ratio: float = 4.0, dropout: float = 0.0, num_stages: int = 0):
         super().__init__()
         if context and not temporal_conv:
             raise UserError("context frames enter through the 3D-conv blocks: context=True needs temporal_conv")
@@ -201,13 +208,16 @@ class VideoLDM(Backbone):
                 temporal[str(layer.index)] = TemporalConvBlock(layer.channels, unet.emb_dim,
                                                                base if context else 0, temporal_kernel, dropout)
         self.temporal = nn.ModuleDict(temporal)
+        self.stage_embed = stage_embedder(num_stages, unet.emb_dim)  # read by the temporal layers only
         self._context_level = {str(layer.index): layer.level for layer in unet.spatial_layers()}
 
     @classmethod
     def from_config(cls, model_cfg, data_cfg) -> "VideoLDM":
         """A VideoLDM around ``UNet.from_config``; frozen image model if ``model_cfg.freeze_image_model``."""
-        model = cls(UNet.from_config(model_cfg, data_cfg), temporal_conv=model_cfg.vldm_temporal_conv,
-                    context=model_cfg.vldm_context, mlp_ratio=model_cfg.mlp_ratio, dropout=model_cfg.unet_dropout)
+        image_cfg = dataclasses.replace(model_cfg, num_stages=0)  # the image model has no stages
+        model = cls(UNet.from_config(image_cfg, data_cfg), temporal_conv=model_cfg.vldm_temporal_conv,
+                    context=model_cfg.vldm_context, mlp_ratio=model_cfg.mlp_ratio, dropout=model_cfg.unet_dropout,
+                    num_stages=model_cfg.num_stages)
         if model_cfg.freeze_image_model:
             model.freeze_image_model()
         return model
@@ -278,11 +288,14 @@ class VideoLDM(Backbone):
         self.unet.check_input(x)
         b, t, _, height, width = x.shape
         frames = rearrange(x, "b t c h w -> (b t) c h w")
-        emb = self.unet.embed(c_noise, cond, b).repeat_interleave(t, dim=0)
+        emb = self.unet.embed(c_noise, cond, b)
+        emb_t = emb if self.stage_embed is None else emb + self.stage_embed.of(cond, b, emb.device)
+        emb, emb_t = emb.repeat_interleave(t, dim=0), emb_t.repeat_interleave(t, dim=0)
         if self.image_only:
             return rearrange(self.unet.forward_frames(frames, emb), "(b t) c h w -> b t c h w", b=b), None
         is_image = torch.zeros(b, dtype=torch.bool, device=x.device) if cond.is_image is None else cond.is_image
         is_image = is_image.to(x.device).bool().repeat_interleave(t)  # one flag per frame
+        band = band_mask(t, self.temporal_distance, x.device)  # None unless conv_in_time
         context = None
         if self.context_encoder is not None:
             known = torch.zeros(b, t, 1, height, width, dtype=x.dtype, device=x.device)
@@ -295,7 +308,7 @@ class VideoLDM(Backbone):
             if key not in self.temporal:
                 return z
             features = None if context is None else context[self._context_level[key]]
-            return self.temporal[key](z, emb, t, is_image, features)
+            return self.temporal[key](z, emb_t, t, is_image, features, band)
 
         out = self.unet.forward_frames(frames, emb, after_spatial_layer)
         return rearrange(out, "(b t) c h w -> b t c h w", b=b), None  # no state between sampler steps

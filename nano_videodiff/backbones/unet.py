@@ -41,7 +41,7 @@ from torch import nn
 
 from .base import Backbone
 from ..conditioning import Cond
-from .layers import Attention, LabelEmbedder, ScalarEmbedder, check_video, modulate
+from .layers import Attention, LabelEmbedder, ScalarEmbedder, check_video, modulate, stage_embedder
 from ..errors import UserError
 
 
@@ -147,7 +147,8 @@ class UNet(Backbone):
     """The backbone contract (backbone.py): ``forward(x, c_noise, cond) -> (out, None)``, out.shape == x.shape.
 
     x: (B, T, C, H, W), H and W divisible by 2^(levels-1); each frame is an independent image.
-    c_noise: (B,) = ln(sigma) / 4.   cond: reads ``labels`` (if num_classes > 0), ignores the rest.
+    c_noise: (B,) = ln(sigma) / 4.   cond: reads ``labels`` (if num_classes > 0), ``stage`` (if num_stages > 0),
+    ignores the rest.
 
     channels, channel_mult: width of level i is channels * channel_mult[i] (ADM's model_channels, mult).
     attn_resolutions: feature-map sizes (in pixels, of an ``image_size`` input) that get self-attention,
@@ -161,7 +162,7 @@ class UNet(Backbone):
     def __init__(self, in_channels: int = 3, channels: int = 64, channel_mult: Sequence[int] = (1, 2, 2),
                  num_res_blocks: int = 2, attn_resolutions: Sequence[int] = (8,), image_size: Union[int, Sequence[int]] = 32,
                  heads: int = 4, head_channels: int = 0, emb_dim: int = 0, num_classes: int = 0,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, num_stages: int = 0):
         super().__init__()
         emb_dim = emb_dim or 4 * channels
         self.in_channels, self.num_levels, self.emb_dim = in_channels, len(channel_mult), emb_dim
@@ -169,6 +170,7 @@ class UNet(Backbone):
         # ADM: sinusoidal features of width model_channels, then Linear -> SiLU -> Linear.
         self.noise_embed = ScalarEmbedder(emb_dim, num_features=channels)
         self.label_embed = LabelEmbedder(num_classes, emb_dim) if num_classes > 0 else None
+        self.stage_embed = stage_embedder(num_stages, emb_dim)  # Video LDM's interpolation stage
 
         def res(cin, cout, level):
             block = ResBlock(cin, cout, emb_dim, dropout)
@@ -216,7 +218,8 @@ class UNet(Backbone):
         unet = cls(in_channels=data_cfg.channels, channels=m.unet_channels,
                    channel_mult=parse_ints(m.unet_channel_mult), num_res_blocks=m.unet_num_res_blocks,
                    attn_resolutions=parse_ints(m.unet_attn_resolutions), image_size=data_cfg.size,
-                   heads=m.heads, num_classes=data_cfg.num_classes, dropout=m.unet_dropout)
+                   heads=m.heads, num_classes=data_cfg.num_classes, dropout=m.unet_dropout,
+                   num_stages=m.num_stages)
         factor = 2 ** (unet.num_levels - 1)
         if data_cfg.height % factor or data_cfg.width % factor:
             raise UserError(f"frames of {data_cfg.height}x{data_cfg.width} must be divisible by {factor} in both "
@@ -229,10 +232,12 @@ class UNet(Backbone):
         return [m for m in self.modules() if isinstance(m, SPATIAL_LAYERS)]
 
     def embed(self, c_noise: torch.Tensor, cond: Cond, batch: int) -> torch.Tensor:
-        """emb = MLP(Fourier(c_noise)) + label embedding: (B, emb_dim), one vector per video."""
+        """emb = MLP(Fourier(c_noise)) + label embedding (+ stage embedding): (B, emb_dim), one vector per video."""
         emb = self.noise_embed(torch.as_tensor(c_noise).expand(batch))
         if self.label_embed is not None:
             emb = emb + self.label_embed.of(cond, emb.device)
+        if self.stage_embed is not None:
+            emb = emb + self.stage_embed.of(cond, batch, emb.device)
         return emb
 
     def check_input(self, x: torch.Tensor) -> None:

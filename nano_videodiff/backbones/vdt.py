@@ -42,7 +42,8 @@ from torch import nn
 from .base import Backbone
 from ..conditioning import Cond
 from .layers import (AdaLNModulation, Attention, LabelEmbedder, Mlp, ScalarEmbedder, check_video, conditioning_vector,
-                     modulate, patchify, sincos_1d, sincos_2d, unpatchify)
+                     modulate, patchify, sincos_1d, sincos_2d, stage_embedder, unpatchify)
+from ..conv_time import band_mask
 from ..errors import UserError
 
 
@@ -69,13 +70,13 @@ class VDTBlock(nn.Module):
         self.ada = AdaLNModulation(dim, 9)  # (shift, scale, gate) for each of the three sub-layers
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, context: Optional[torch.Tensor] = None,
-                context_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+                context_mask: Optional[torch.Tensor] = None, band: Optional[torch.Tensor] = None) -> torch.Tensor:
         b, t, n, d = x.shape
         mods = [m[:, None, None, :] for m in self.ada(c)]  # each (B, 1, 1, D): broadcast over T and N
         sh_t, sc_t, g_t, sh_s, sc_s, g_s, sh_m, sc_m, g_m = mods
 
         h = rearrange(modulate(self.norm_t(x), sh_t, sc_t), "b t n d -> (b n) t d")
-        x = x + g_t * rearrange(self.attn_t(h), "(b n) t d -> b t n d", b=b)
+        x = x + g_t * rearrange(self.attn_t(h, attn_mask=band), "(b n) t d -> b t n d", b=b)
 
         h = rearrange(modulate(self.norm_s(x), sh_s, sc_s), "b t n d -> (b t) n d")
         x = x + g_s * rearrange(self.attn_s(h), "(b t) n d -> b t n d", b=b)
@@ -92,12 +93,16 @@ class VDT(Backbone):
 
     x:       (B, T, C, H, W), already scaled by c_in (unit variance); H, W divisible by patch_size.
     c_noise: (B,) = ln(sigma) / 4.
-    cond:    reads ``labels`` (if num_classes > 0), ``frame_interval`` and ``known``; ignores the rest.
+    cond:    reads ``labels`` (if num_classes > 0), ``frame_interval``, ``known`` and ``stage`` (if
+             num_stages > 0); ignores the rest.
+    Convolutional in time (``conv_in_time``, conv_time.py): the temporal attention is masked to a band.
     """
+
+    temporal_attention = True  # frames mix only through attention over T: conv_in_time can mask it
 
     def __init__(self, in_channels: int = 3, patch_size: int = 4, dim: int = 128, depth: int = 4,
                  heads: int = 4, mlp_ratio: float = 4.0, num_classes: int = 0, qk_norm: bool = True,
-                 conditioning: str = "concat"):
+                 conditioning: str = "concat", num_stages: int = 0):
         super().__init__()
         if conditioning not in CONDITIONING:
             raise UserError(f"unknown conditioning {conditioning!r}; choose from {', '.join(CONDITIONING)}")
@@ -108,6 +113,7 @@ class VDT(Backbone):
         self.noise_embed = ScalarEmbedder(dim)
         self.interval_embed = ScalarEmbedder(dim)
         self.label_embed = LabelEmbedder(num_classes, dim) if num_classes > 0 else None
+        self.stage_embed = stage_embedder(num_stages, dim)
         self.known_embed = nn.Parameter(torch.zeros(dim))  # added to tokens in proportion to known pixels
         if conditioning != "concat":  # a separate embedding of the clean context
             self.context_embed = nn.Linear(patch_dim, dim)
@@ -128,11 +134,12 @@ class VDT(Backbone):
         return cls(in_channels=data_cfg.channels, patch_size=model_cfg.patch_size, dim=model_cfg.dim,
                    depth=model_cfg.depth, heads=model_cfg.heads, mlp_ratio=model_cfg.mlp_ratio,
                    num_classes=data_cfg.num_classes, qk_norm=model_cfg.qk_norm,
-                   conditioning=model_cfg.conditioning)
+                   conditioning=model_cfg.conditioning, num_stages=model_cfg.num_stages)
 
     def conditioning_vector(self, c_noise: torch.Tensor, cond: Cond, batch: int) -> torch.Tensor:
-        """c = emb(c_noise) + emb(frame interval) + emb(label): one vector per video for adaLN."""
-        return conditioning_vector(self.noise_embed, self.interval_embed, self.label_embed, c_noise, cond, batch)
+        """c = emb(c_noise) + emb(frame interval) + emb(label) + emb(stage): one vector per video for adaLN."""
+        return conditioning_vector(self.noise_embed, self.interval_embed, self.label_embed, c_noise, cond, batch,
+                                   self.stage_embed)
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Optional[Cond] = None):
         cond = cond if cond is not None else Cond()
@@ -162,8 +169,9 @@ class VDT(Backbone):
                                   is_context.flatten(1, 3)], 1)
                 context_mask = keep[:, None, None, :]  # (B, 1, 1, keys): attend to context + null only
         tokens = self.embed(patches) + position + known_fraction * self.known_embed
+        band = band_mask(t, self.temporal_distance, x.device)  # None unless conv_in_time
         for block in self.blocks:
-            tokens = block(tokens, c, context, context_mask)
+            tokens = block(tokens, c, context, context_mask, band)
         shift, scale = self.final_ada(c)
         out = self.final(modulate(self.final_norm(tokens), shift[:, None, None], scale[:, None, None]))
         return unpatchify(out, p, ch, h, w), None  # no state to carry between sampler steps

@@ -39,7 +39,7 @@ from torch import nn
 from .base import Backbone
 from ..conditioning import Cond
 from .layers import (AdaLNModulation, LabelEmbedder, Mlp, ScalarEmbedder, check_video, conditioning_vector, modulate,
-                     patchify, unpatchify)
+                     patchify, stage_embedder, unpatchify)
 from .window_attention import AdaLNLoRA, WindowAttentionLayer, check_window
 from ..errors import UserError
 
@@ -66,7 +66,7 @@ class WALT(Backbone):
 
     x:       (B, T, C, H, W), already scaled by c_in; T <= num_frames, H = height, W = width.
     c_noise: (B,) = ln(sigma) / 4.
-    cond:    reads ``labels`` (if num_classes > 0), ``frame_interval``, ``known`` and ``is_image``.
+    cond:    reads ``labels`` (if num_classes > 0), ``frame_interval``, ``known``, ``is_image`` and ``stage``.
     window:  the spatiotemporal window (frames, height, width) in tokens; 0 = the whole axis (the paper's
              1 + t frames is 0). It must divide the token grid (T, H/p, W/p).
     adaln_lora_rank: r of Eq. 3; 0 = a separate full adaLN per block.
@@ -75,7 +75,7 @@ class WALT(Backbone):
     def __init__(self, in_channels: int = 3, num_frames: int = 16, height: int = 32, width: int = 32,
                  patch_size: int = 4, dim: int = 128, depth: int = 4, heads: int = 4, mlp_ratio: float = 4.0,
                  num_classes: int = 0, qk_norm: bool = True, window: Sequence[int] = (0, 4, 4),
-                 adaln_lora_rank: int = 2):
+                 adaln_lora_rank: int = 2, num_stages: int = 0):
         super().__init__()
         if height % patch_size or width % patch_size:
             raise UserError(f"frames {height}x{width} are not divisible by the patch size {patch_size}")
@@ -89,6 +89,7 @@ class WALT(Backbone):
         self.noise_embed = ScalarEmbedder(dim)
         self.interval_embed = ScalarEmbedder(dim)
         self.label_embed = LabelEmbedder(num_classes, dim) if num_classes > 0 else None
+        self.stage_embed = stage_embedder(num_stages, dim)
         kinds = ["spatial" if i % 2 == 0 else "spatiotemporal" for i in range(depth)]
         self.blocks = nn.ModuleList(WALTBlock(dim, heads, k, self.window, mlp_ratio, qk_norm) for k in kinds)
         self.modulation = AdaLNLoRA(dim, depth, adaln_lora_rank)
@@ -105,11 +106,12 @@ class WALT(Backbone):
                    depth=model_cfg.depth, heads=model_cfg.heads, mlp_ratio=model_cfg.mlp_ratio,
                    num_classes=data_cfg.num_classes, qk_norm=model_cfg.qk_norm,
                    window=(model_cfg.walt_window_t, model_cfg.walt_window_h, model_cfg.walt_window_w),
-                   adaln_lora_rank=model_cfg.adaln_lora_rank)
+                   adaln_lora_rank=model_cfg.adaln_lora_rank, num_stages=model_cfg.num_stages)
 
     def conditioning_vector(self, c_noise: torch.Tensor, cond: Cond, batch: int) -> torch.Tensor:
-        """c = emb(c_noise) + emb(frame interval) + emb(label): one vector per video for adaLN."""
-        return conditioning_vector(self.noise_embed, self.interval_embed, self.label_embed, c_noise, cond, batch)
+        """c = emb(c_noise) + emb(frame interval) + emb(label) + emb(stage): one vector per video for adaLN."""
+        return conditioning_vector(self.noise_embed, self.interval_embed, self.label_embed, c_noise, cond, batch,
+                                   self.stage_embed)
 
     def positions(self, batch: int, frames: int, is_image: Optional[torch.Tensor]) -> torch.Tensor:
         """Space + time embedding (B, T, H/p, W/p, D); every frame of an image sample gets frame 0's time."""

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 import toy_data
 
-from .. import latent, masking, modality
+from .. import interpolation, latent, masking, modality
 from ..conditioning import DROPPED_LABEL, Batch, Cond
 from ..data.shards import ENCODE_BATCH, LatentShards
 from ..errors import UserError
@@ -62,8 +62,8 @@ class TrainingData:
             self.latents = self.videos = LatentShards(d.latent_shards, cfg, autoencoder)
         else:
             long_clips = replace(d, num_frames=modality.clip_length(d.num_frames, d.max_frame_stride))
-            self.videos = toy_data.build_dataset(long_clips if self.varied and not self.own_frame_rate else d,
-                                                 "train")
+            self.videos = toy_data.build_dataset(long_clips if self.varied and not self.own_frame_rate else
+                                                 interpolation.training_source(d, cfg.model), "train")
         if autoencoder is not None and not self.varied and d.num_train_clips > 0 and self.latents is None:
             self.latents, self.clip_info = encode_dataset(autoencoder, self.videos, d.num_train_clips, device)
         self.images = None
@@ -177,6 +177,9 @@ def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device
         starts = torch.randint(x.shape[1] - cfg.data.train_window + 1, (B,), generator=g)[mine]
         frames = starts[:, None] + torch.arange(cfg.data.train_window)  # (b, window)
         x = x[torch.arange(x.shape[0])[:, None], frames]
+    stage = None
+    if cfg.model.num_stages > 0:  # Video LDM's interpolation stack: a window at each sample's rate
+        x, batch["frame_interval"], stage = interpolation.training_windows(x, batch["frame_interval"], cfg, B, mine, g)
     # Images as videos (interval 0): joint batches, and the stills of a folder of real videos
     is_image = batch["frame_interval"] == 0 if cfg.data.image_fraction > 0 or data.own_frame_rate else None
     if data.autoencoder is not None and data.latents is None:
@@ -186,7 +189,7 @@ def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device
     labels = None
     if cfg.data.num_classes > 0:
         labels = torch.where(drop[mine], DROPPED_LABEL, batch["labels"].long())
-    cond = Cond(labels=labels, frame_interval=batch["frame_interval"])
+    cond = Cond(labels=labels, frame_interval=batch["frame_interval"], stage=stage)
     if is_image is not None:  # images as videos (interval 0): their frames must not be mixed in time
         cond = cond.replace(is_image=is_image)
     mixture = masking.mixture_from_config(latent.latent_task_config(cfg), x.shape[1])

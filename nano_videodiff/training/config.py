@@ -31,6 +31,7 @@ class DataConfig:
     width: int = 32                   # W in pixels (Snap Video's first stage: 36x64, H x W)
     channels: int = 3                 # C
     num_balls: int = 2                # bouncing_balls: discs per clip; moving_mnist: digits per clip
+    ball_speed: float = 1.0           # bouncing_balls: speed x this (0.25: the same motion filmed 4x faster)
     fps: float = 8.0                  # frames per second of the clips; the model sees 1/fps (videos: only
                                       # for frame folders; video files have their own)
     num_classes: int = 0              # labels (e.g. scenarios); 0 = unconditional model
@@ -121,6 +122,8 @@ class ModelConfig:
     freeze_image_model: bool = True   # videoldm: train only the temporal layers (Video LDM Sec. 3.1)
     vldm_temporal_conv: bool = True   # videoldm: 3D-conv residual blocks after the U-Net's ResBlocks
     vldm_context: bool = True         # videoldm: the context encoder that feeds given frames to them
+    num_stages: int = 0               # Video LDM's interpolation stack: rates told apart by a learned stage
+                                      # embedding (2: T -> 4T and 4T -> 16T; interpolation.py); 0 = none
 
 
 @dataclass

@@ -197,9 +197,27 @@ def _videoldm_bouncing_balls(stage: str) -> Callable[[], Config]:
     return preset
 
 
+def _bouncing_balls_interp() -> Config:
+    """Video LDM's temporal interpolation stack on bouncing balls (interpolation.py): one VDT fills 3 frames
+    between each pair of key frames (9-frame windows of 16x16, frames 0, 4, 8 given) at two rates, told apart
+    by a learned stage embedding. The clips are filmed at 32 fps with a quarter of the usual speed per frame:
+    stage 0 sees every 4th frame (8 fps, the motion of ``bouncing_balls``; key frames at 2 fps), stage 1
+    consecutive frames, so 5 key frames become 17 frames, then 65 (docs/interpolation.md)."""
+    cfg = _bouncing_balls()
+    d, m, o = cfg.data, cfg.model, cfg.optim
+    d.num_frames, d.height, d.width, d.fps, d.ball_speed = 9, 16, 16, 32.0, 0.25
+    m.num_stages, m.dim, m.depth, m.heads = 2, 64, 4, 4
+    cfg.task.masking = "interpolate"
+    cfg.diffusion.P_mean = -0.7  # centred on sigma_data: more of the high noise levels, where motion is decided
+    o.batch_size, o.max_steps, o.lr, o.warmup_steps, o.ema_halflife = 8, 1500, 2e-3, 50, 100.0
+    cfg.run.out_dir, cfg.run.preview_every = "out/bouncing_balls_interp", 0
+    return cfg
+
+
 PRESETS: Dict[str, Callable[[], Config]] = {
     "bouncing_balls": _bouncing_balls,
     "bouncing_balls_tasks": _bouncing_balls_tasks,
+    "bouncing_balls_interp": _bouncing_balls_interp,
     "physion_collide_tasks": _physion_collide_tasks,
     "moving_mnist": _moving_mnist,
     "smoke": _smoke,
