@@ -44,6 +44,9 @@ class Cond:
     is_image:       (B,) bool, True for samples whose T frames are independent images, not a video.
                     Backbones with temporal layers must not mix their frames: W.A.L.T's identity
                     attention mask (Sec. 4.2), Video LDM's alpha = 1 (Sec. 3.1). None = all videos.
+    captions:       tuple of B strings (text-to-video); "" = the text dropped (the unconditional branch).
+    text, text_mask: (B, L, D) text tokens and (B, L) bool (True = a real token), encoded from ``captions``
+                    by the denoiser's text encoder (text.py) before the backbone reads them.
     """
 
     labels: Optional[torch.Tensor] = None
@@ -52,15 +55,22 @@ class Cond:
     known_x: Optional[torch.Tensor] = None
     self_cond: Any = None
     is_image: Optional[torch.Tensor] = None
+    captions: Optional[tuple] = None
+    text: Optional[torch.Tensor] = None
+    text_mask: Optional[torch.Tensor] = None
 
     def replace(self, **changes) -> "Cond":
         return dataclasses.replace(self, **changes)
 
     def unconditional(self) -> "Cond":
-        """The branch classifier-free guidance compares against: labels dropped, everything else kept."""
-        if self.labels is None:
-            return self
-        return self.replace(labels=torch.full_like(self.labels, DROPPED_LABEL))
+        """The branch classifier-free guidance compares against: labels and text dropped (captions ""),
+        everything else kept."""
+        out = self
+        if self.labels is not None:
+            out = out.replace(labels=torch.full_like(self.labels, DROPPED_LABEL))
+        if self.captions is not None:
+            out = out.replace(captions=("",) * len(self.captions), text=None, text_mask=None)
+        return out
 
     def take(self, index) -> "Cond":
         """The conditioning of a sub-batch: every per-sample tensor indexed along the batch dimension.
@@ -68,6 +78,8 @@ class Cond:
         ``known`` may be shared by the whole batch (its batch dimension 1); it is then kept as it is.
         """
         def part(v):
+            if isinstance(v, tuple):  # captions: one string per sample
+                return tuple(v[i] for i in torch.arange(len(v))[index].reshape(-1).tolist())
             if not torch.is_tensor(v) or v.ndim == 0 or v.shape[0] == 1:
                 return v
             return v[index]

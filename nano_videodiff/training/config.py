@@ -121,6 +121,15 @@ class ModelConfig:
     freeze_image_model: bool = True   # videoldm: train only the temporal layers (Video LDM Sec. 3.1)
     vldm_temporal_conv: bool = True   # videoldm: 3D-conv residual blocks after the U-Net's ResBlocks
     vldm_context: bool = True         # videoldm: the context encoder that feeds given frames to them
+    # --- text (text.py; toy_data/captions.py): captions from the simulator, read as each paper reads text ---
+    text_encoder: str = ""            # "" = no text | learned (trained jointly) | minilm (frozen, [minilm] extra) |
+                                      # hf (a frozen Hugging Face encoder from --text_encoder_path, [text] extra)
+    text_encoder_path: str = ""       # hf: a local model folder (e.g. a T5 encoder's)
+    text_dim: int = 64                # learned encoder: token width
+    text_depth: int = 2               # learned encoder: transformer layers
+    text_heads: int = 4               # learned encoder: attention heads
+    text_max_len: int = 32            # tokens per caption (longer captions are cut)
+    walt_text_attention: str = "concat"  # walt: keys/values [block tokens; text] (Sec. 4.3) | cross (text only)
 
 
 @dataclass
