@@ -47,6 +47,9 @@ class Cond:
     stage:          (B,) long, which stage of Video LDM's interpolation stack (Sec. 4: one model for T -> 4T
                     and 4T -> 16T, told apart by a binary conditioning; ``interpolation.py``), 0 = the lowest
                     frame rate. Read by backbones built with ``num_stages > 0``; None = stage 0.
+    captions:       tuple of B strings (text-to-video); "" = the text dropped (the unconditional branch).
+    text, text_mask: (B, L, D) text tokens and (B, L) bool (True = a real token), encoded from ``captions``
+                    by the denoiser's text encoder (text.py) before the backbone reads them.
     """
 
     labels: Optional[torch.Tensor] = None
@@ -56,15 +59,22 @@ class Cond:
     self_cond: Any = None
     is_image: Optional[torch.Tensor] = None
     stage: Optional[torch.Tensor] = None
+    captions: Optional[tuple] = None
+    text: Optional[torch.Tensor] = None
+    text_mask: Optional[torch.Tensor] = None
 
     def replace(self, **changes) -> "Cond":
         return dataclasses.replace(self, **changes)
 
     def unconditional(self) -> "Cond":
-        """The branch classifier-free guidance compares against: labels dropped, everything else kept."""
-        if self.labels is None:
-            return self
-        return self.replace(labels=torch.full_like(self.labels, DROPPED_LABEL))
+        """The branch classifier-free guidance compares against: labels and text dropped (captions ""),
+        everything else kept."""
+        out = self
+        if self.labels is not None:
+            out = out.replace(labels=torch.full_like(self.labels, DROPPED_LABEL))
+        if self.captions is not None:
+            out = out.replace(captions=("",) * len(self.captions), text=None, text_mask=None)
+        return out
 
     def take(self, index) -> "Cond":
         """The conditioning of a sub-batch: every per-sample tensor indexed along the batch dimension.
@@ -72,6 +82,8 @@ class Cond:
         ``known`` may be shared by the whole batch (its batch dimension 1); it is then kept as it is.
         """
         def part(v):
+            if isinstance(v, tuple):  # captions: one string per sample
+                return tuple(v[i] for i in torch.arange(len(v))[index].reshape(-1).tolist())
             if not torch.is_tensor(v) or v.ndim == 0 or v.shape[0] == 1:
                 return v
             return v[index]

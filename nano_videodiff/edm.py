@@ -40,6 +40,7 @@ from torch import nn
 
 from .conditioning import Batch, Cond
 from .errors import UserError
+from .text import encode_captions
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,11 +236,13 @@ class Denoiser(nn.Module):
     autoencoder: latent diffusion's frozen stage-1 model (W.A.L.T Sec. 3, latent.py), or None for pixel
         diffusion. D works on its normalised latents; ``generation.generate`` decodes with it. Its weights
         are saved with the denoiser's (``autoencoder.*``), so a checkpoint samples on its own.
+    text_encoder: ``text.py``'s encoder of ``cond.captions`` (None = no text); a learned one is a submodule,
+        trained with the backbone and saved as ``text_encoder.*``; a frozen one is not (its weights are its own).
     """
 
     def __init__(self, backbone: nn.Module, sigma_data: float = 0.5, sigma_in: float = 1.0,
                  P_mean: float = -1.2, P_std: float = 1.2, self_condition_prob: float = 0.0,
-                 autoencoder: Optional[nn.Module] = None):
+                 autoencoder: Optional[nn.Module] = None, text_encoder=None):
         super().__init__()
         if not 0.0 <= self_condition_prob <= 1.0:
             raise ValueError(f"self_condition_prob must be in [0, 1], got {self_condition_prob}")
@@ -249,6 +252,7 @@ class Denoiser(nn.Module):
         self.P_mean, self.P_std = float(P_mean), float(P_std)  # training ln(sigma) ~ N(P_mean, P_std^2)
         self.self_condition_prob = float(self_condition_prob)
         self.autoencoder = autoencoder
+        self.text_encoder = text_encoder  # text.py: captions -> tokens (a learned one is trained with D)
 
     def forward(self, x_sigma: torch.Tensor, sigma: torch.Tensor, cond: Optional[Cond] = None) -> torch.Tensor:
         """D(x_sigma; sigma): the clean estimate x0_hat (B, T, C, H, W) in data units."""
@@ -266,6 +270,7 @@ class Denoiser(nn.Module):
         # Known (clean) content enters the network at the scale it would have at sigma = 0,
         # c_in(0) * x / sigma_in = x / sigma_data: unit variance, whatever the noise level.
         net_in = network_input(c_in * x_sigma, cond, self.sigma_data)
+        cond = encode_captions(self.text_encoder, cond, x_sigma.device)  # cond.captions -> cond.text (text.py)
         out, state = self.backbone(net_in, c_noise.flatten(), cond if cond is not None else Cond())
         with torch.autocast(device_type=x_sigma.device.type, enabled=False):
             x0 = c_skip * x_sigma + c_out * out.float()

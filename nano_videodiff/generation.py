@@ -10,7 +10,7 @@ or over the context (drop the given content: Video LDM's "context guidance", VDT
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -26,19 +26,21 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
              steps: int = 0, solver: str = "", seed: int = 0, cfg_scale: float = 1.0,
              guidance: str = "label", S_churn: float = 0.0, dtype: str = "fp32", batch_size: int = 8,
              device=None, progress: bool = False, frame_interval: Optional[float] = None,
-             stage: Optional[int] = None) -> torch.Tensor:
+             stage: Optional[int] = None, captions: Optional[Sequence[str]] = None) -> torch.Tensor:
     """Sample ``num_videos`` videos (N, T, C, H, W), clamped to [-1, 1]; the noise depends only on seed.
 
     ``frame_interval`` in seconds defaults to the data's 1/fps; 0 asks for images (infinite-fps videos,
     Snap Video Sec. 3.3) from a model trained jointly on images and videos. ``stage``: the interpolation
     stage a model with ``--num_stages`` is told (``Cond.stage``, interpolation.py); None = not given.
+    ``captions`` (one string per video) prompt a text-to-video model (text.py); label guidance then drops
+    the text (caption "").
     """
     d, diff = cfg.data, cfg.diffusion
     device = torch.device(device or "cpu")
     if guidance not in ("label", "context"):
         raise UserError(f"guidance must be 'label' or 'context', got {guidance!r}")
-    if cfg_scale != 1.0 and guidance == "label" and d.num_classes == 0:
-        raise UserError("label guidance needs a model trained with labels; use guidance='context' for a "
+    if cfg_scale != 1.0 and guidance == "label" and d.num_classes == 0 and captions is None:
+        raise UserError("label guidance needs a model trained with labels or captions; use guidance='context' for a "
                         "masked model, or cfg_scale=1")
     if cfg_scale != 1.0 and guidance == "context" and known is None:
         raise UserError("context guidance needs given content (a task other than 'generate')")
@@ -65,7 +67,8 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
         interval = 1.0 / d.fps if frame_interval is None else float(frame_interval)
         cond = Cond(labels=take(labels), frame_interval=torch.full((n,), interval, device=device),
                     known=take(known), known_x=take(known_x),
-                    stage=None if stage is None else torch.full((n,), int(stage), device=device))
+                    stage=None if stage is None else torch.full((n,), int(stage), device=device),
+                    captions=None if captions is None else tuple(captions[part]))
         uncond = cond.replace(known=None, known_x=None) if guidance == "context" else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
             videos = sample(model.forward_with_state, noise[part].to(device), sigmas, cond, solver=solver or diff.solver,

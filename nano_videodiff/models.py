@@ -10,6 +10,7 @@ from torch import nn
 
 from .backbones import SELF_CONDITIONING, backbone_class, is_autoencoder
 from .edm import Denoiser, input_scale
+from .text import build_text_encoder
 from .latent import build_frozen_autoencoder, latent_data_config, uses_latents
 from .training.checkpoint import load_checkpoint, load_model_state
 from .training.config import Config
@@ -39,7 +40,8 @@ def build_denoiser(cfg) -> Denoiser:
     autoencoder = build_frozen_autoencoder(cfg) if uses_latents(cfg) else None  # weights: latent.py loads them
     return Denoiser(build_backbone(cfg), sigma_data=d.sigma_data, sigma_in=resolved_sigma_in(cfg),
                     P_mean=d.P_mean, P_std=d.P_std,
-                    self_condition_prob=self_cond, autoencoder=autoencoder)
+                    self_condition_prob=self_cond, autoencoder=autoencoder,
+                    text_encoder=build_text_encoder(cfg.model, cfg.data))
 
 
 def build_autoencoder(cfg) -> nn.Module:

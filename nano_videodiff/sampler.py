@@ -41,6 +41,26 @@ def edm_sigmas(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0
     return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)]).to(device=device, dtype=torch.float32)
 
 
+def dynamic_threshold(x0: torch.Tensor, percentile: float) -> torch.Tensor:
+    """Imagen's dynamic thresholding (Saharia et al. 2022, arXiv 2205.11487, Sec. 2.3), used by Snap Video
+    (Sec. 3.6) at high guidance: per sample, ``s = max(quantile(|x0|, percentile), 1)``, then
+    ``x0 <- clamp(x0, -s, s) / s``. Pushes saturated pixels inwards instead of clipping them at +-1; a
+    sample already inside [-1, 1] at that percentile is unchanged. For data in [-1, 1] (pixels), not latents.
+    """
+    if not 0.0 < percentile <= 1.0:
+        raise ValueError(f"the dynamic thresholding percentile must be in (0, 1], got {percentile}")
+    s = torch.quantile(x0.detach().flatten(1).abs().float(), percentile, dim=1).clamp(min=1.0)
+    s = s.reshape(-1, *([1] * (x0.ndim - 1)))
+    return torch.maximum(torch.minimum(x0, s), -s) / s
+
+
+def guidance_scale_at(step: int, cfg_scale: float, oscillate_to: Optional[float] = None) -> float:
+    """Oscillating guidance (Imagen Video, Ho et al. 2022, arXiv 2210.02303, Sec. 2.6; Snap Video Sec. 3.6):
+    the guidance weight alternates between ``cfg_scale`` on even sampler steps and ``oscillate_to`` on odd
+    ones; None = the constant ``cfg_scale``. (The papers name the idea, not their schedules' constants.)"""
+    return cfg_scale if oscillate_to is None or step % 2 == 0 else float(oscillate_to)
+
+
 class _GuidedDenoiser:
     """Classifier-free guidance and state carrying around a raw ``denoise`` callable.
 
@@ -48,15 +68,17 @@ class _GuidedDenoiser:
     the plain conditional model, 0 the unconditional one. Each branch carries its own state.
     """
 
-    def __init__(self, denoise: Callable, cond: Optional[Cond], cfg_scale: float, uncond: Optional[Cond]):
+    def __init__(self, denoise: Callable, cond: Optional[Cond], cfg_scale: float, uncond: Optional[Cond],
+                 oscillate_to: Optional[float] = None, threshold: float = 0.0):
         self.denoise, self.cfg_scale = denoise, float(cfg_scale)
+        self.oscillate_to, self.threshold = oscillate_to, float(threshold)
         self.cond = cond
         self.uncond = None
         self.calls = 0  # network evaluations (NFE); a guided step counts once, as EDM's papers do
-        if self.cfg_scale != 1.0:
-            if uncond is None and (cond is None or cond.labels is None):
-                raise ValueError("cfg_scale != 1 needs an unconditional branch: labels in cond (they are "
-                                 "dropped) or an explicit `uncond` (e.g. cond without its context)")
+        if self.cfg_scale != 1.0 or (oscillate_to is not None and oscillate_to != 1.0):
+            if uncond is None and (cond is None or (cond.labels is None and cond.captions is None)):
+                raise ValueError("cfg_scale != 1 needs an unconditional branch: labels or captions in cond (they "
+                                 "are dropped) or an explicit `uncond` (e.g. cond without its context)")
             self.uncond = uncond if uncond is not None else cond.unconditional()
 
     def _call(self, x, sigma, cond):
@@ -65,14 +87,14 @@ class _GuidedDenoiser:
             cond = (cond if cond is not None else Cond()).replace(self_cond=state)
         return out.float(), cond
 
-    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, sigma: float, step: int = 0) -> torch.Tensor:
         self.calls += 1
         sigma_b = torch.full((x.shape[0],), float(sigma), dtype=torch.float32, device=x.device)
-        d_cond, self.cond = self._call(x, sigma_b, self.cond)
-        if self.uncond is None:
-            return d_cond
-        d_uncond, self.uncond = self._call(x, sigma_b, self.uncond)
-        return d_uncond + self.cfg_scale * (d_cond - d_uncond)
+        d, self.cond = self._call(x, sigma_b, self.cond)
+        if self.uncond is not None:
+            d_uncond, self.uncond = self._call(x, sigma_b, self.uncond)
+            d = d_uncond + guidance_scale_at(step, self.cfg_scale, self.oscillate_to) * (d - d_uncond)
+        return dynamic_threshold(d, self.threshold) if self.threshold > 0 else d
 
 
 @torch.no_grad()
@@ -80,7 +102,8 @@ def sample(denoise: Callable, noise: torch.Tensor, sigmas: torch.Tensor, cond: O
            solver: str = "heun", S_churn: float = 0.0, S_min: float = 0.0, S_max: float = float("inf"),
            S_noise: float = 1.0, sigma_in: float = 1.0, cfg_scale: float = 1.0,
            uncond: Optional[Cond] = None, generator: Optional[torch.Generator] = None,
-           progress: bool = False, return_nfe: bool = False):
+           progress: bool = False, return_nfe: bool = False, cfg_oscillate_to: Optional[float] = None,
+           dynamic_threshold_percentile: float = 0.0):
     """Integrate the probability-flow ODE from ``noise * sigmas[0]`` down to sigma = 0.
 
     denoise:   callable (x, sigma (B,), cond) -> (x0 in data units, state or None).
@@ -92,6 +115,8 @@ def sample(denoise: Callable, noise: torch.Tensor, sigmas: torch.Tensor, cond: O
     cfg_scale: classifier-free guidance weight; ``uncond`` overrides the default unconditional cond
                (labels dropped), e.g. to drop the context frames instead (VDT/Video LDM context guidance).
     generator: for the churn noise, so stochastic sampling is reproducible.
+    cfg_oscillate_to, dynamic_threshold_percentile: Snap Video Sec. 3.6's oscillating guidance
+               (``guidance_scale_at``) and dynamic thresholding of D (``dynamic_threshold``); off by default.
     Known content (``cond.known``) is returned bit-exactly: the denoiser already pastes it into D, and
     the final result is overwritten with ``cond.known_x`` where known.
     """
@@ -100,7 +125,7 @@ def sample(denoise: Callable, noise: torch.Tensor, sigmas: torch.Tensor, cond: O
     sigmas = sigmas.to(torch.float32)
     if sigmas.ndim != 1 or len(sigmas) < 2 or float(sigmas[-1]) != 0.0:
         raise ValueError("sigmas must be a 1-D decreasing schedule ending in 0 (see edm_sigmas)")
-    den = _GuidedDenoiser(denoise, cond, cfg_scale, uncond)
+    den = _GuidedDenoiser(denoise, cond, cfg_scale, uncond, cfg_oscillate_to, dynamic_threshold_percentile)
     num_steps = len(sigmas) - 1
     x = noise.float() * sigmas[0]
     steps = tqdm(range(num_steps), desc="sampling", leave=False, disable=not progress)
@@ -113,11 +138,11 @@ def sample(denoise: Callable, noise: torch.Tensor, sigmas: torch.Tensor, cond: O
             eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = x + math.sqrt(s_hat**2 - s_cur**2) * S_noise * eps
         # Euler step of dx/dsigma = (x - D(x)/sigma_in) / sigma (Alg. 1 with sigma(t) = t, s(t) = 1).
-        d = (x - den(x, s_hat) / sigma_in) / s_hat
+        d = (x - den(x, s_hat, i) / sigma_in) / s_hat
         x_next = x + (s_next - s_hat) * d
         # Heun's 2nd-order correction, skipped on the last step where sigma_next = 0.
         if solver == "heun" and s_next > 0:
-            d_next = (x_next - den(x_next, s_next) / sigma_in) / s_next
+            d_next = (x_next - den(x_next, s_next, i) / sigma_in) / s_next
             x_next = x + (s_next - s_hat) * 0.5 * (d + d_next)
         x = x_next
     result = paste_known(x * sigma_in, cond)

@@ -16,7 +16,7 @@ n = T*gh*gw patches, M latents, m = M/G per group, Nc conditioning tokens):
 
     x (B, T, C, H, W) --patchify--> (B, T, h*w, C p^2) --linear + learned pos.--> patches (B, T, h*w, D)
         --group--> patches (B*G, n, D)              latents Z = Z_init (+ self-cond) (B, M, Dl)
-    cond tokens [c_noise, frame interval, resolution, label] -> (B, Nc, Dc)
+    cond tokens [c_noise, frame interval, resolution, label, text tokens] -> (B, Nc, Dc), padding masked
     each FIT block:
       [local]  patches (B*G, n, D)   <- self-attention within the group   (FIT's local layers; default 0)
       read c   Z (B, M, Dl)          <- cross-attention to cond (B, Nc, Dc) + FF
@@ -60,6 +60,7 @@ from ..conditioning import Cond
 from .layers import (Attention, LabelEmbedder, Mlp, ScalarEmbedder, check_video, frame_intervals, patchify,
                      stage_embedder, unpatchify)
 from ..errors import UserError
+from ..text import TextProjection, token_dim
 
 
 def group_patches(tokens: torch.Tensor, grid_h: int, group: Tuple[int, int]) -> torch.Tensor:
@@ -95,11 +96,14 @@ class FITLayer(nn.Module):
         self.ff = Mlp(dim, mlp_ratio)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None,
+                context_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``context_mask`` (B, Nc) bool: which context tokens may be read (padded text tokens may not)."""
         if (context is None) != (self.norm_context is None):
             raise ValueError("a cross-attention layer needs a context; a self-attention layer takes none")
         context = self.norm_context(context) if context is not None else None
-        x = x + self.attn(self.norm(x), context)
+        mask = None if context_mask is None else context_mask[:, None, None, :]
+        x = x + self.attn(self.norm(x), context, attn_mask=mask)
         return x + self.drop(self.ff(self.norm_ff(x)))
 
 
@@ -118,12 +122,14 @@ class FITBlock(nn.Module):
         self.compute = nn.ModuleList(FITLayer(latent_dim, latent_heads, **kw) for _ in range(global_layers))
         self.write = FITLayer(dim, heads, latent_dim, **kw)
 
-    def forward(self, patches: torch.Tensor, latents: torch.Tensor, cond_tokens: torch.Tensor):
-        """patches (B*G, n, D) grouped; latents (B, M, Dl) group-contiguous; cond_tokens (B, Nc, Dc)."""
+    def forward(self, patches: torch.Tensor, latents: torch.Tensor, cond_tokens: torch.Tensor,
+                cond_mask: Optional[torch.Tensor] = None):
+        """patches (B*G, n, D) grouped; latents (B, M, Dl) group-contiguous; cond_tokens (B, Nc, Dc) with
+        ``cond_mask`` (B, Nc) (None = all valid)."""
         g = self.num_groups
         for layer in self.local:
             patches = layer(patches)
-        latents = self.read_cond(latents, cond_tokens)
+        latents = self.read_cond(latents, cond_tokens, cond_mask)
         per_group = rearrange(latents, "b (g m) d -> (b g) m d", g=g)
         latents = rearrange(self.read(per_group, patches), "(b g) m d -> b (g m) d", g=g)
         for layer in self.compute:
@@ -137,8 +143,9 @@ class FIT(Backbone):
 
     x:       (B, T, C, H, W), already scaled by c_in; T, H, W must be the sizes the model was built for.
     c_noise: (B,) = ln(sigma) / 4.
-    cond:    reads ``labels`` (if num_classes > 0), ``stage`` (if num_stages > 0), ``frame_interval``, ``known``, ``self_cond``
-             ((B, num_latents, latent_dim) latents of the previous step, or None).
+    cond:    reads ``labels`` (if num_classes > 0), ``stage`` (if num_stages > 0), ``frame_interval``, ``known``,
+             ``self_cond`` ((B, num_latents, latent_dim) latents of the previous step, or None), ``text`` /
+             ``text_mask`` (if text_dim > 0: text tokens, appended to the conditioning tokens, padding masked out).
     returns: out with out.shape == x.shape, and the final latents (B, num_latents, latent_dim).
 
     Sizes: ``dim``/``heads`` are the patch tokens' width and heads, ``latent_dim``/``latent_heads`` the
@@ -152,7 +159,7 @@ class FIT(Backbone):
                  depth: int = 2, global_layers: int = 2, local_layers: int = 0,
                  cond_dim: Optional[int] = None, mlp_ratio: float = 4.0, num_classes: int = 0,
                  qk_norm: bool = False, dropout: float = 0.0, self_cond_mlp_ratio: float = 1.0,
-                 num_stages: int = 0):
+                 num_stages: int = 0, text_dim: int = 0):
         super().__init__()
         p, (gh, gw) = patch_size, group_size
         if height % p or width % p:
@@ -189,6 +196,8 @@ class FIT(Backbone):
         self.width_embed = ScalarEmbedder(cond_dim)   # of log(width in px)
         self.label_embed = LabelEmbedder(num_classes, cond_dim) if num_classes > 0 else None
         self.stage_embed = stage_embedder(num_stages, cond_dim)  # Video LDM's interpolation stage: a token
+        # Text tokens join the conditioning tokens the latents read (Snap Video Sec. 3.4: T5 token embeddings)
+        self.text_proj = TextProjection(text_dim, cond_dim) if text_dim else None
 
         self.blocks = nn.ModuleList(
             FITBlock(dim, latent_dim, cond_dim, heads, latent_heads, num_groups, global_layers,
@@ -207,10 +216,12 @@ class FIT(Backbone):
                    latent_heads=m.fit_latent_heads or m.heads, num_latents=m.fit_num_latents,
                    group_size=(m.fit_group_h, m.fit_group_w), depth=m.depth, global_layers=m.fit_global_layers,
                    local_layers=m.fit_local_layers, cond_dim=m.fit_cond_dim or None, mlp_ratio=m.mlp_ratio,
-                   num_classes=d.num_classes, qk_norm=m.qk_norm, dropout=m.fit_dropout, num_stages=m.num_stages)
+                   num_classes=d.num_classes, qk_norm=m.qk_norm, dropout=m.fit_dropout, num_stages=m.num_stages,
+                   text_dim=token_dim(m))
 
-    def conditioning_tokens(self, c_noise: torch.Tensor, cond: Cond, batch: int) -> torch.Tensor:
-        """(B, Nc, cond_dim): [noise level, frame interval, resolution (, label) (, stage)] tokens."""
+    def conditioning_tokens(self, c_noise: torch.Tensor, cond: Cond, batch: int):
+        """((B, Nc, cond_dim) [noise level, frame interval, resolution (, label) (, stage) (, text...)] tokens,
+        and their (B, Nc) mask, None when every token is valid (no text)."""
         device = c_noise.device
         interval = frame_intervals(cond, batch, device)
         size = torch.tensor([self.height, self.width], dtype=torch.float32, device=device).expand(batch, 2)
@@ -221,7 +232,12 @@ class FIT(Backbone):
             tokens.append(self.label_embed.of(cond, device))
         if self.stage_embed is not None:
             tokens.append(self.stage_embed.of(cond, batch, device))
-        return torch.stack(tokens, dim=1)
+        tokens = torch.stack(tokens, dim=1)
+        text, text_mask = self.text_proj(cond) if self.text_proj is not None else (None, None)
+        if text is None:
+            return tokens, None
+        fixed = torch.ones(tokens.shape[:2], dtype=torch.bool, device=device)
+        return torch.cat([tokens, text.to(tokens.dtype)], 1), torch.cat([fixed, text_mask], 1)
 
     def initial_latents(self, self_cond: Optional[torch.Tensor], batch: int) -> torch.Tensor:
         """Z = Z_init + LN_zero(FF(Z_prev)) (RIN); Z_prev = None is treated as zeros."""
@@ -255,9 +271,9 @@ class FIT(Backbone):
             tokens = tokens + patchify(known, p).mean(-1, keepdim=True) * self.known_embed
         tokens = group_patches(tokens, self.grid[0], self.group_size)  # (B*G, n, D)
         latents = self.initial_latents(cond.self_cond, b)  # (B, M, Dl)
-        cond_tokens = self.conditioning_tokens(c_noise, cond, b)  # (B, Nc, Dc)
+        cond_tokens, cond_mask = self.conditioning_tokens(c_noise, cond, b)  # (B, Nc, Dc), (B, Nc) or None
         for block in self.blocks:
-            tokens, latents = block(tokens, latents, cond_tokens)
+            tokens, latents = block(tokens, latents, cond_tokens, cond_mask)
         tokens = ungroup_patches(tokens, b, *self.grid, self.group_size)  # (B, T, h*w, D)
         out = self.final(self.final_norm(tokens))
         out = unpatchify(out, p, ch, self.grid[0] * p, self.grid[1] * p)

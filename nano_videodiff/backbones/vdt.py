@@ -45,6 +45,7 @@ from .layers import (AdaLNModulation, Attention, LabelEmbedder, Mlp, ScalarEmbed
                      modulate, patchify, sincos_1d, sincos_2d, stage_embedder, unpatchify)
 from ..conv_time import band_mask
 from ..errors import UserError
+from ..text import TextProjection, token_dim
 
 
 CONDITIONING = ("concat", "adaln", "cross_attention")
@@ -54,8 +55,13 @@ class VDTBlock(nn.Module):
     """Temporal attention -> spatial attention -> MLP, each pre-norm, adaLN-Zero modulated and gated."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True,
-                 cross_attention: bool = False):
+                 cross_attention: bool = False, text: bool = False):
         super().__init__()
+        self.text = None
+        if text:  # ordinary cross-attention from every token to the text tokens (as Video LDM / SD read text)
+            self.norm_text = nn.LayerNorm(dim, eps=1e-6)
+            self.text = Attention(dim, heads, qk_norm)
+            self.text_gate = nn.Parameter(torch.zeros(dim))  # zero: starts as the identity
         self.cross = None
         if cross_attention:  # VDT's "cross-attention" conditioning: tokens query the context tokens
             self.norm_x = nn.LayerNorm(dim, eps=1e-6)
@@ -70,7 +76,8 @@ class VDTBlock(nn.Module):
         self.ada = AdaLNModulation(dim, 9)  # (shift, scale, gate) for each of the three sub-layers
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, context: Optional[torch.Tensor] = None,
-                context_mask: Optional[torch.Tensor] = None, band: Optional[torch.Tensor] = None) -> torch.Tensor:
+                context_mask: Optional[torch.Tensor] = None, text: Optional[torch.Tensor] = None,
+                text_mask: Optional[torch.Tensor] = None, band: Optional[torch.Tensor] = None) -> torch.Tensor:
         b, t, n, d = x.shape
         mods = [m[:, None, None, :] for m in self.ada(c)]  # each (B, 1, 1, D): broadcast over T and N
         sh_t, sc_t, g_t, sh_s, sc_s, g_s, sh_m, sc_m, g_m = mods
@@ -85,6 +92,10 @@ class VDTBlock(nn.Module):
             h = self.cross(self.norm_x(x).flatten(1, 2), context, attn_mask=context_mask)
             x = x + self.cross_gate * h.reshape(b, t, n, d)
 
+        if self.text is not None and text is not None:
+            h = self.text(self.norm_text(x).flatten(1, 2), text.to(x.dtype), attn_mask=text_mask[:, None, None, :])
+            x = x + self.text_gate * h.reshape(b, t, n, d)
+
         return x + g_m * self.mlp(modulate(self.norm_m(x), sh_m, sc_m))
 
 
@@ -93,8 +104,9 @@ class VDT(Backbone):
 
     x:       (B, T, C, H, W), already scaled by c_in (unit variance); H, W divisible by patch_size.
     c_noise: (B,) = ln(sigma) / 4.
-    cond:    reads ``labels`` (if num_classes > 0), ``frame_interval``, ``known`` and ``stage`` (if
-             num_stages > 0); ignores the rest.
+    cond:    reads ``labels`` (if num_classes > 0), ``frame_interval``, ``known``, ``stage`` (if num_stages > 0)
+             and (if text_dim > 0) ``text`` / ``text_mask`` (a gated cross-attention to the text in every
+             block); ignores the rest.
     Convolutional in time (``conv_in_time``, conv_time.py): the temporal attention is masked to a band.
     """
 
@@ -102,7 +114,7 @@ class VDT(Backbone):
 
     def __init__(self, in_channels: int = 3, patch_size: int = 4, dim: int = 128, depth: int = 4,
                  heads: int = 4, mlp_ratio: float = 4.0, num_classes: int = 0, qk_norm: bool = True,
-                 conditioning: str = "concat", num_stages: int = 0):
+                 conditioning: str = "concat", num_stages: int = 0, text_dim: int = 0):
         super().__init__()
         if conditioning not in CONDITIONING:
             raise UserError(f"unknown conditioning {conditioning!r}; choose from {', '.join(CONDITIONING)}")
@@ -122,7 +134,9 @@ class VDT(Backbone):
         if conditioning == "cross_attention":
             self.null_context = nn.Parameter(torch.zeros(1, 1, dim))
         cross = conditioning == "cross_attention"
-        self.blocks = nn.ModuleList(VDTBlock(dim, heads, mlp_ratio, qk_norm, cross) for _ in range(depth))
+        self.text_proj = TextProjection(text_dim, dim) if text_dim else None
+        self.blocks = nn.ModuleList(VDTBlock(dim, heads, mlp_ratio, qk_norm, cross, text_dim > 0)
+                                    for _ in range(depth))
         self.final_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.final_ada = AdaLNModulation(dim, 2)
         self.final = nn.Linear(dim, patch_dim)
@@ -134,7 +148,8 @@ class VDT(Backbone):
         return cls(in_channels=data_cfg.channels, patch_size=model_cfg.patch_size, dim=model_cfg.dim,
                    depth=model_cfg.depth, heads=model_cfg.heads, mlp_ratio=model_cfg.mlp_ratio,
                    num_classes=data_cfg.num_classes, qk_norm=model_cfg.qk_norm,
-                   conditioning=model_cfg.conditioning, num_stages=model_cfg.num_stages)
+                   conditioning=model_cfg.conditioning, num_stages=model_cfg.num_stages,
+                   text_dim=token_dim(model_cfg))
 
     def conditioning_vector(self, c_noise: torch.Tensor, cond: Cond, batch: int) -> torch.Tensor:
         """c = emb(c_noise) + emb(frame interval) + emb(label) + emb(stage): one vector per video for adaLN."""
@@ -170,8 +185,9 @@ class VDT(Backbone):
                 context_mask = keep[:, None, None, :]  # (B, 1, 1, keys): attend to context + null only
         tokens = self.embed(patches) + position + known_fraction * self.known_embed
         band = band_mask(t, self.temporal_distance, x.device)  # None unless conv_in_time
+        text, text_mask = self.text_proj(cond) if self.text_proj is not None else (None, None)
         for block in self.blocks:
-            tokens = block(tokens, c, context, context_mask, band)
+            tokens = block(tokens, c, context, context_mask, text, text_mask, band)
         shift, scale = self.final_ada(c)
         out = self.final(modulate(self.final_norm(tokens), shift[:, None, None], scale[:, None, None]))
         return unpatchify(out, p, ch, h, w), None  # no state to carry between sampler steps

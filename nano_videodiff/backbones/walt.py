@@ -26,8 +26,14 @@ frame is what the paper feeds as a one-frame image: it gets the time embedding o
 paper's rule, Sec. 4.2), the spatial blocks see each frame alone, and the spatiotemporal blocks pass it
 through unchanged, so every frame of an image sample is processed exactly as the same frame alone would be.
 
-Not implemented: relative position embeddings (Swin-style, Sec. 4.2), text
-cross-attention (Sec. 4.3), self-conditioning (Sec. 4.3); the exact sub-layer order of Fig. 2 is unconfirmed.
+Text (Sec. 4.3, ``TextAttention``): after each block's window attention, a cross-attention whose queries are
+the frame's tokens and whose keys and values are the concatenation [the frame's tokens; the text tokens]
+(``text_attention="concat"``), or the text tokens alone (``"cross"``, plain cross-attention: the ablation).
+The "block's own tokens" are taken per frame (a spatial window), so text never mixes frames and image
+samples stay independent frames. Gated, zero-initialised: at init the text changes nothing.
+
+Not implemented: relative position embeddings (Swin-style, Sec. 4.2), self-conditioning (Sec. 4.3); the
+exact sub-layer order of Fig. 2 is unconfirmed.
 """
 from __future__ import annotations
 
@@ -38,10 +44,42 @@ from torch import nn
 
 from .base import Backbone
 from ..conditioning import Cond
-from .layers import (AdaLNModulation, LabelEmbedder, Mlp, ScalarEmbedder, check_video, conditioning_vector, modulate,
-                     patchify, stage_embedder, unpatchify)
+from .layers import (AdaLNModulation, Attention, LabelEmbedder, Mlp, ScalarEmbedder, check_video, conditioning_vector,
+                     modulate, patchify, stage_embedder, unpatchify)
 from .window_attention import AdaLNLoRA, WindowAttentionLayer, check_window
 from ..errors import UserError
+from ..text import TextProjection, token_dim
+
+
+TEXT_ATTENTION = ("concat", "cross")
+
+
+class TextAttention(nn.Module):
+    """x + gate * Attn(q = LN(x) of a frame, k = v = [LN(x) of the frame; text]) (W.A.L.T Sec. 4.3), or
+    k = v = text alone (``kind="cross"``). x (B, T, H, W, D); text (B, L, D) with mask (B, L)."""
+
+    def __init__(self, dim: int, heads: int, kind: str = "concat", qk_norm: bool = True):
+        super().__init__()
+        if kind not in TEXT_ATTENTION:
+            raise UserError(f"unknown --walt_text_attention={kind!r}; choose from {', '.join(TEXT_ATTENTION)}")
+        self.kind = kind
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, heads, qk_norm)
+        self.gate = nn.Parameter(torch.zeros(dim))  # zero: the layer starts as the identity
+
+    def keys(self, queries: torch.Tensor, text: torch.Tensor, mask: torch.Tensor):
+        """(keys/values (N', M, D), mask (N', M)) for queries (N', n, D) of N' = B*T frames."""
+        if self.kind == "cross":
+            return text, mask
+        own = torch.ones(queries.shape[:2], dtype=torch.bool, device=queries.device)
+        return torch.cat([queries, text.to(queries.dtype)], 1), torch.cat([own, mask], 1)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[:2]
+        q = self.norm(x).flatten(2, 3).flatten(0, 1)  # (B*T, H*W, D): one frame per row
+        context, keep = self.keys(q, text.repeat_interleave(t, 0), mask.repeat_interleave(t, 0))
+        out = self.attn(q, context, attn_mask=keep[:, None, None, :])
+        return x + self.gate * out.reshape(x.shape)
 
 
 class WALTBlock(nn.Module):
@@ -49,15 +87,19 @@ class WALTBlock(nn.Module):
     (shift, scale, gate) of the attention and of the MLP: Eq. 3's beta_1, gamma_1, alpha_1, beta_2, gamma_2, alpha_2."""
 
     def __init__(self, dim: int, heads: int, kind: str, window: Sequence[int], mlp_ratio: float = 4.0,
-                 qk_norm: bool = True):
+                 qk_norm: bool = True, text_attention: str = ""):
         super().__init__()
         self.attn = WindowAttentionLayer(dim, heads, kind, window, qk_norm)
+        self.text = TextAttention(dim, heads, text_attention, qk_norm) if text_attention else None
         self.norm_mlp = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(dim, mlp_ratio)
 
-    def forward(self, x: torch.Tensor, modulation: torch.Tensor, is_image: Optional[torch.Tensor] = None):
+    def forward(self, x: torch.Tensor, modulation: torch.Tensor, is_image: Optional[torch.Tensor] = None,
+                text: Optional[torch.Tensor] = None, text_mask: Optional[torch.Tensor] = None):
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = (m[:, None, None, None] for m in modulation.chunk(6, -1))
         x = self.attn(x, shift_a, scale_a, gate_a, is_image)
+        if self.text is not None and text is not None:
+            x = self.text(x, text, text_mask)
         return x + gate_m * self.mlp(modulate(self.norm_mlp(x), shift_m, scale_m))
 
 
@@ -66,7 +108,8 @@ class WALT(Backbone):
 
     x:       (B, T, C, H, W), already scaled by c_in; T <= num_frames, H = height, W = width.
     c_noise: (B,) = ln(sigma) / 4.
-    cond:    reads ``labels`` (if num_classes > 0), ``frame_interval``, ``known``, ``is_image`` and ``stage``.
+    cond:    reads ``labels`` (if num_classes > 0), ``frame_interval``, ``known``, ``is_image``, ``stage`` and (if
+             text_dim > 0) ``text`` / ``text_mask``.
     window:  the spatiotemporal window (frames, height, width) in tokens; 0 = the whole axis (the paper's
              1 + t frames is 0). It must divide the token grid (T, H/p, W/p).
     adaln_lora_rank: r of Eq. 3; 0 = a separate full adaLN per block.
@@ -75,7 +118,7 @@ class WALT(Backbone):
     def __init__(self, in_channels: int = 3, num_frames: int = 16, height: int = 32, width: int = 32,
                  patch_size: int = 4, dim: int = 128, depth: int = 4, heads: int = 4, mlp_ratio: float = 4.0,
                  num_classes: int = 0, qk_norm: bool = True, window: Sequence[int] = (0, 4, 4),
-                 adaln_lora_rank: int = 2, num_stages: int = 0):
+                 adaln_lora_rank: int = 2, num_stages: int = 0, text_dim: int = 0, text_attention: str = "concat"):
         super().__init__()
         if height % patch_size or width % patch_size:
             raise UserError(f"frames {height}x{width} are not divisible by the patch size {patch_size}")
@@ -91,7 +134,10 @@ class WALT(Backbone):
         self.label_embed = LabelEmbedder(num_classes, dim) if num_classes > 0 else None
         self.stage_embed = stage_embedder(num_stages, dim)
         kinds = ["spatial" if i % 2 == 0 else "spatiotemporal" for i in range(depth)]
-        self.blocks = nn.ModuleList(WALTBlock(dim, heads, k, self.window, mlp_ratio, qk_norm) for k in kinds)
+        self.text_proj = TextProjection(text_dim, dim) if text_dim else None
+        text_attention = text_attention if text_dim else ""
+        self.blocks = nn.ModuleList(WALTBlock(dim, heads, k, self.window, mlp_ratio, qk_norm, text_attention)
+                                    for k in kinds)
         self.modulation = AdaLNLoRA(dim, depth, adaln_lora_rank)
         self.final_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.final_ada = AdaLNModulation(dim, 2)
@@ -106,7 +152,8 @@ class WALT(Backbone):
                    depth=model_cfg.depth, heads=model_cfg.heads, mlp_ratio=model_cfg.mlp_ratio,
                    num_classes=data_cfg.num_classes, qk_norm=model_cfg.qk_norm,
                    window=(model_cfg.walt_window_t, model_cfg.walt_window_h, model_cfg.walt_window_w),
-                   adaln_lora_rank=model_cfg.adaln_lora_rank, num_stages=model_cfg.num_stages)
+                   adaln_lora_rank=model_cfg.adaln_lora_rank, num_stages=model_cfg.num_stages,
+                   text_dim=token_dim(model_cfg), text_attention=model_cfg.walt_text_attention)
 
     def conditioning_vector(self, c_noise: torch.Tensor, cond: Cond, batch: int) -> torch.Tensor:
         """c = emb(c_noise) + emb(frame interval) + emb(label) + emb(stage): one vector per video for adaLN."""
@@ -137,8 +184,9 @@ class WALT(Backbone):
         tokens = self.embed(patches).unflatten(2, self.grid)  # (B, T, H/p, W/p, D)
         tokens = tokens + self.positions(b, t, cond.is_image).to(tokens.dtype)
         c = self.conditioning_vector(c_noise, cond, b)
+        text, text_mask = self.text_proj(cond) if self.text_proj is not None else (None, None)
         for block, modulation in zip(self.blocks, self.modulation(c)):
-            tokens = block(tokens, modulation, cond.is_image)
+            tokens = block(tokens, modulation, cond.is_image, text, text_mask)
         shift, scale = (m[:, None, None, None] for m in self.final_ada(c))
         out = self.final(modulate(self.final_norm(tokens), shift, scale))  # (B, T, H/p, W/p, C p^2)
         return unpatchify(out.flatten(2, 3), p, ch, h, w), None  # no state between sampler steps

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 import toy_data
+from toy_data import captions
 
 from .. import interpolation, latent, masking, modality
 from ..conditioning import DROPPED_LABEL, Batch, Cond
@@ -199,5 +200,8 @@ def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device
         no_context = torch.rand(B, generator=g) < cfg.task.context_dropout
         known = known & ~no_context[:, None, None, None, None]
         cond = cond.replace(known=known[mine], known_x=x)
+    if cfg.model.text_encoder:  # text-to-video: a caption per clip, dropped ("") with the labels (text.py)
+        cond = cond.replace(captions=captions.for_training(batch, cfg.data, torch.rand(B, generator=g)[mine],
+                                                           drop[mine]))
     return Batch(x=x.to(device), cond=cond.to(device), sigma=sigma[mine].to(device), noise=noise[mine].to(device),
                  self_cond_draw=self_cond_draw[mine].to(device))

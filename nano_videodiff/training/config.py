@@ -124,6 +124,15 @@ class ModelConfig:
     vldm_context: bool = True         # videoldm: the context encoder that feeds given frames to them
     num_stages: int = 0               # Video LDM's interpolation stack: rates told apart by a learned stage
                                       # embedding (2: T -> 4T and 4T -> 16T; interpolation.py); 0 = none
+    # --- text (text.py; toy_data/captions.py): captions from the simulator, read as each paper reads text ---
+    text_encoder: str = ""            # "" = no text | learned (trained jointly) | minilm (frozen, [minilm] extra) |
+                                      # hf (a frozen Hugging Face encoder from --text_encoder_path, [text] extra)
+    text_encoder_path: str = ""       # hf: a local model folder (e.g. a T5 encoder's)
+    text_dim: int = 64                # learned encoder: token width
+    text_depth: int = 2               # learned encoder: transformer layers
+    text_heads: int = 4               # learned encoder: attention heads
+    text_max_len: int = 32            # tokens per caption (longer captions are cut)
+    walt_text_attention: str = "concat"  # walt: keys/values [block tokens; text] (Sec. 4.3) | cross (text only)
 
 
 @dataclass
