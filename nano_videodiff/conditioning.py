@@ -44,6 +44,10 @@ class Cond:
     is_image:       (B,) bool, True for samples whose T frames are independent images, not a video.
                     Backbones with temporal layers must not mix their frames: W.A.L.T's identity
                     attention mask (Sec. 4.2), Video LDM's alpha = 1 (Sec. 3.1). None = all videos.
+    low_res:        (B, T, C, H/f, W/f) the low-resolution video a super-resolution stage is conditioned on,
+                    in data units, already noise-augmented (upsampler.py). None = not an upsampler.
+    aug_sigma:      (B,) float, the EDM noise level that augmentation added to ``low_res`` (0 = clean); the
+                    noise embedding of an upsampler's backbone is told it (layers.NoiseEmbedder). None = 0.
     """
 
     labels: Optional[torch.Tensor] = None
@@ -52,6 +56,8 @@ class Cond:
     known_x: Optional[torch.Tensor] = None
     self_cond: Any = None
     is_image: Optional[torch.Tensor] = None
+    low_res: Optional[torch.Tensor] = None
+    aug_sigma: Optional[torch.Tensor] = None
 
     def replace(self, **changes) -> "Cond":
         return dataclasses.replace(self, **changes)

@@ -25,11 +25,13 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
              known_x: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
              steps: int = 0, solver: str = "", seed: int = 0, cfg_scale: float = 1.0,
              guidance: str = "label", S_churn: float = 0.0, dtype: str = "fp32", batch_size: int = 8,
-             device=None, progress: bool = False, frame_interval: Optional[float] = None) -> torch.Tensor:
+             device=None, progress: bool = False, frame_interval: Optional[float] = None,
+             extra_cond: Optional[dict] = None) -> torch.Tensor:
     """Sample ``num_videos`` videos (N, T, C, H, W), clamped to [-1, 1]; the noise depends only on seed.
 
     ``frame_interval`` in seconds defaults to the data's 1/fps; 0 asks for images (infinite-fps videos,
-    Snap Video Sec. 3.3) from a model trained jointly on images and videos.
+    Snap Video Sec. 3.3) from a model trained jointly on images and videos. ``extra_cond``: more ``Cond``
+    fields of (N, ...) tensors, e.g. an upsampler's ``low_res`` and ``aug_sigma`` (upsampler.py).
     """
     d, diff = cfg.data, cfg.diffusion
     device = torch.device(device or "cpu")
@@ -63,6 +65,7 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
         interval = 1.0 / d.fps if frame_interval is None else float(frame_interval)
         cond = Cond(labels=take(labels), frame_interval=torch.full((n,), interval, device=device),
                     known=take(known), known_x=take(known_x))
+        cond = cond.replace(**{name: take(value) for name, value in (extra_cond or {}).items()})
         uncond = cond.replace(known=None, known_x=None) if guidance == "context" else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
             videos = sample(model.forward_with_state, noise[part].to(device), sigmas, cond, solver=solver or diff.solver,

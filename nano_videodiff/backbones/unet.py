@@ -41,7 +41,7 @@ from torch import nn
 
 from .base import Backbone
 from ..conditioning import Cond
-from .layers import Attention, LabelEmbedder, ScalarEmbedder, check_video, modulate
+from .layers import Attention, LabelEmbedder, NoiseEmbedder, check_video, modulate
 from ..errors import UserError
 
 
@@ -167,7 +167,7 @@ class UNet(Backbone):
         self.in_channels, self.num_levels, self.emb_dim = in_channels, len(channel_mult), emb_dim
         widths = [channels * m for m in channel_mult]
         # ADM: sinusoidal features of width model_channels, then Linear -> SiLU -> Linear.
-        self.noise_embed = ScalarEmbedder(emb_dim, num_features=channels)
+        self.noise_embed = NoiseEmbedder(emb_dim, num_features=channels)
         self.label_embed = LabelEmbedder(num_classes, emb_dim) if num_classes > 0 else None
 
         def res(cin, cout, level):
@@ -230,7 +230,7 @@ class UNet(Backbone):
 
     def embed(self, c_noise: torch.Tensor, cond: Cond, batch: int) -> torch.Tensor:
         """emb = MLP(Fourier(c_noise)) + label embedding: (B, emb_dim), one vector per video."""
-        emb = self.noise_embed(torch.as_tensor(c_noise).expand(batch))
+        emb = self.noise_embed(torch.as_tensor(c_noise).expand(batch), cond)
         if self.label_embed is not None:
             emb = emb + self.label_embed.of(cond, emb.device)
         return emb
