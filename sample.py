@@ -80,6 +80,9 @@ class SampleArgs:
                                   # (its learned alphas: tutorials/05_temporal_alignment.py plots them)
     method: str = ""              # longer than the model (long_videos.py): interpolate (Video LDM's stack, key
                                   # frames -> x4 -> x16) | conv_time (4T frames, attention masked to T - 1)
+    upsampler: str = ""           # super-resolution stage(s) after this model: a.pt or a.pt,b.pt (upsampler.py)
+    aug_sigma: str = "0.1"        # --upsampler: noise level of the low-res input, one or one per stage (EDM)
+    upsampler_steps: int = 0      # --upsampler: sampler steps of the stages; 0 = each stage's sample_steps
 
     def validate(self) -> "SampleArgs":
         """Catch bad options before the checkpoint is read, with a message that names the flag."""
@@ -103,6 +106,9 @@ class SampleArgs:
             (self.label >= -1, f"--label must be a class index, or -1 to cycle over classes; got {self.label}"),
             (self.cfg_scale >= 0, f"--cfg_scale must be >= 0 (1 = no guidance), got {self.cfg_scale}"),
             (self.S_churn >= 0, f"--S_churn must be >= 0, got {self.S_churn}"),
+            (not self.upsampler or (self.task == "generate" and not self.eval and not self.image_model),
+             "--upsampler chains a generated video through super-resolution stages: use it with --task=generate "
+             "and without --eval or --image_model"),
             (self.frame_interval >= 0 or self.frame_interval == -1,
              f"--frame_interval must be >= 0 seconds (or -1: the data's 1/fps), got {self.frame_interval}"),
         ]
@@ -261,6 +267,9 @@ def main(argv=None):
         return generate(model, cfg, n, known=known, known_x=None if known is None else known_x, **kwargs)
     videos = sample_videos()
     image_videos = None
+    if args.upsampler:  # base -> super-resolution stage(s); shown as [base, nearest-upsampled | output]
+        from nano_videodiff.upsampler import run_cascade
+        videos, image_videos = run_cascade(videos, args, device)
     if args.image_model:  # Video LDM Fig. 2: the same noise through the image model alone (alpha = 1)
         with model.backbone.image_model():  # every backbone declares it; those without an image model refuse
             image_videos = sample_videos()

@@ -50,6 +50,10 @@ class Cond:
     captions:       tuple of B strings (text-to-video); "" = the text dropped (the unconditional branch).
     text, text_mask: (B, L, D) text tokens and (B, L) bool (True = a real token), encoded from ``captions``
                     by the denoiser's text encoder (text.py) before the backbone reads them.
+    low_res:        (B, T, C, H/f, W/f) the low-resolution video a super-resolution stage is conditioned on,
+                    in data units, already noise-augmented (upsampler.py). None = not an upsampler.
+    aug_sigma:      (B,) float, the EDM noise level that augmentation added to ``low_res`` (0 = clean); the
+                    noise embedding of an upsampler's backbone is told it (layers.NoiseEmbedder). None = 0.
     """
 
     labels: Optional[torch.Tensor] = None
@@ -62,6 +66,8 @@ class Cond:
     captions: Optional[tuple] = None
     text: Optional[torch.Tensor] = None
     text_mask: Optional[torch.Tensor] = None
+    low_res: Optional[torch.Tensor] = None
+    aug_sigma: Optional[torch.Tensor] = None
 
     def replace(self, **changes) -> "Cond":
         return dataclasses.replace(self, **changes)

@@ -26,14 +26,16 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
              steps: int = 0, solver: str = "", seed: int = 0, cfg_scale: float = 1.0,
              guidance: str = "label", S_churn: float = 0.0, dtype: str = "fp32", batch_size: int = 8,
              device=None, progress: bool = False, frame_interval: Optional[float] = None,
-             stage: Optional[int] = None, captions: Optional[Sequence[str]] = None) -> torch.Tensor:
+             stage: Optional[int] = None, captions: Optional[Sequence[str]] = None,
+             extra_cond: Optional[dict] = None) -> torch.Tensor:
     """Sample ``num_videos`` videos (N, T, C, H, W), clamped to [-1, 1]; the noise depends only on seed.
 
     ``frame_interval`` in seconds defaults to the data's 1/fps; 0 asks for images (infinite-fps videos,
     Snap Video Sec. 3.3) from a model trained jointly on images and videos. ``stage``: the interpolation
     stage a model with ``--num_stages`` is told (``Cond.stage``, interpolation.py); None = not given.
     ``captions`` (one string per video) prompt a text-to-video model (text.py); label guidance then drops
-    the text (caption "").
+    the text (caption ""). ``extra_cond``: more ``Cond`` fields of (N, ...) tensors, e.g. an upsampler's
+    ``low_res`` and ``aug_sigma`` (upsampler.py).
     """
     d, diff = cfg.data, cfg.diffusion
     device = torch.device(device or "cpu")
@@ -69,6 +71,7 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
                     known=take(known), known_x=take(known_x),
                     stage=None if stage is None else torch.full((n,), int(stage), device=device),
                     captions=None if captions is None else tuple(captions[part]))
+        cond = cond.replace(**{name: take(value) for name, value in (extra_cond or {}).items()})
         uncond = cond.replace(known=None, known_x=None) if guidance == "context" else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
             videos = sample(model.forward_with_state, noise[part].to(device), sigmas, cond, solver=solver or diff.solver,

@@ -22,6 +22,9 @@ def build_backbone(cfg) -> nn.Module:
     if is_autoencoder(cfg):
         raise UserError("causal_vae is an autoencoder, not a diffusion backbone: train.py trains it with a "
                         "reconstruction loss; use it for diffusion through --autoencoder=<its ckpt.pt>")
+    if cfg.model.sr_factor > 1:  # a super-resolution stage around the backbone (upsampler.py)
+        from .upsampler import Upsampler
+        return Upsampler.from_config(cfg.model, cfg.data, cfg.diffusion.sigma_data)
     return backbone_class(cfg.model.backbone).from_config(cfg.model, latent_data_config(cfg))
 
 

@@ -16,6 +16,8 @@ others inherit the trivial one.
 - ``from_config(model_cfg, data_cfg)``: build from the config sections (the registry, ``backbones/__init__.py``).
 - ``load_pretrained(state, what)``: ``--init_from``'s weights. By default the whole backbone (fine-tuning,
   same architecture); Video LDM takes an image U-Net into its spatial layers (Video LDM Sec. 3.1).
+- ``noise_embedder()``: the ``layers.NoiseEmbedder`` that embeds ``c_noise``; a super-resolution stage
+  (``upsampler.py``) enables its noise-augmentation branch, so every backbone is told ``cond.aug_sigma``.
 - ``image_model()``: a context in which the backbone runs as the image model it was built on (Video LDM's
   "alpha = 1", Sec. 3.1). Backbones that are not built on an image model refuse, saying so.
 - ``conv_in_time(max_distance)``: a context in which the temporal attention of frame i reads only frames j
@@ -54,6 +56,10 @@ class Backbone(nn.Module):
     def load_pretrained(self, state: Dict[str, torch.Tensor], what: str = "pretrained") -> None:
         """Start from another run's weights of the same architecture (strict, with a clear error)."""
         load_model_state(self, state, what)
+
+    def noise_embedder(self):
+        """The module that embeds c_noise (a ``layers.NoiseEmbedder``); backbones that nest it override this."""
+        return self.noise_embed
 
     @contextlib.contextmanager
     def image_model(self):

@@ -57,8 +57,8 @@ from torch import nn
 
 from .base import Backbone
 from ..conditioning import Cond
-from .layers import (Attention, LabelEmbedder, Mlp, ScalarEmbedder, check_video, frame_intervals, patchify,
-                     stage_embedder, unpatchify)
+from .layers import (Attention, LabelEmbedder, Mlp, NoiseEmbedder, ScalarEmbedder, check_video, frame_intervals,
+                     patchify, stage_embedder, unpatchify)
 from ..errors import UserError
 from ..text import TextProjection, token_dim
 
@@ -190,7 +190,7 @@ class FIT(Backbone):
         nn.init.zeros_(self.self_cond_norm.weight)
         nn.init.zeros_(self.self_cond_norm.bias)
         # Conditioning tokens (Snap Video Sec. 3.4): noise level, frame rate, original resolution, label.
-        self.noise_embed = ScalarEmbedder(cond_dim)
+        self.noise_embed = NoiseEmbedder(cond_dim)
         self.interval_embed = ScalarEmbedder(cond_dim)
         self.height_embed = ScalarEmbedder(cond_dim)  # of log(height in px)
         self.width_embed = ScalarEmbedder(cond_dim)   # of log(width in px)
@@ -225,7 +225,7 @@ class FIT(Backbone):
         device = c_noise.device
         interval = frame_intervals(cond, batch, device)
         size = torch.tensor([self.height, self.width], dtype=torch.float32, device=device).expand(batch, 2)
-        tokens = [self.noise_embed(c_noise),
+        tokens = [self.noise_embed(c_noise, cond),
                   self.interval_embed(interval),
                   self.height_embed(size[:, 0].log()) + self.width_embed(size[:, 1].log())]
         if self.label_embed is not None:

@@ -133,6 +133,36 @@ class ScalarEmbedder(nn.Module):
         return self.mlp(fourier_features(values, self.num_features))
 
 
+class NoiseEmbedder(ScalarEmbedder):
+    """The noise level's embedding, ``emb(c_noise)``; in a super-resolution stage (upsampler.py) plus
+    ``emb_aug(ln(1 + sigma_aug))``, the level of the noise augmentation of its low-resolution input.
+
+    Noise conditioning augmentation (Ho et al. 2022, "Cascaded Diffusion Models", arXiv 2106.15282, Sec. 4.2;
+    W.A.L.T arXiv 2312.06662 Sec. 4.5: t_sr fed into AdaLN-LoRA; Video LDM arXiv 2304.08818 Sec. 3.2): the
+    model is told how noisy its conditioning is, added to the noise embedding, so that every backbone's
+    adaLN / conditioning tokens receive it. ``enable_augmentation`` adds the branch with a zero-initialised
+    last layer: at init it adds exactly 0 and the backbone is unchanged. ``cond.aug_sigma`` None means 0.
+    """
+
+    def __init__(self, dim: int, num_features: int = 256):
+        super().__init__(dim, num_features)
+        self.augmentation = None
+
+    def enable_augmentation(self) -> None:
+        dim = self.mlp[-1].out_features
+        self.augmentation = ScalarEmbedder(dim, self.num_features)
+        nn.init.zeros_(self.augmentation.mlp[-1].weight)
+        nn.init.zeros_(self.augmentation.mlp[-1].bias)
+
+    def forward(self, c_noise: torch.Tensor, cond=None) -> torch.Tensor:
+        emb = super().forward(c_noise)
+        if self.augmentation is None:
+            return emb
+        sigma = None if cond is None else cond.aug_sigma
+        sigma = torch.zeros(emb.shape[0], device=emb.device) if sigma is None else sigma.to(emb.device).float()
+        return emb + self.augmentation(torch.log1p(sigma.expand(emb.shape[0])))
+
+
 class LabelEmbedder(nn.Module):
     """Class / scenario labels -> vectors, with one extra learned row for DROPPED_LABEL (guidance)."""
 
@@ -189,7 +219,7 @@ def conditioning_vector(noise_embed, interval_embed, label_embed, c_noise, cond,
     """c = emb(c_noise) + emb(frame interval) + emb(label) (+ emb(stage)) (label, stage only if their
     embedders are not None): the one vector per video that drives adaLN in VDT and W.A.L.T (DiT's
     conditioning, plus frame rate)."""
-    c = noise_embed(c_noise) + interval_embed(frame_intervals(cond, batch, c_noise.device))
+    c = noise_embed(c_noise, cond) + interval_embed(frame_intervals(cond, batch, c_noise.device))
     if label_embed is not None:
         c = c + label_embed.of(cond, c.device)
     if stage_embed is not None:

@@ -258,6 +258,9 @@ class VideoLDM(Backbone):
         finally:
             self.image_only = False
 
+    def noise_embedder(self):
+        return self.unet.noise_embed  # the image model's: its embedding drives the temporal layers too
+
     def load_pretrained(self, state: dict, what: str = "image model (U-Net)") -> None:
         """``--init_from``: an image model's weights go into the spatial layers (``load_image_model``)."""
         self.load_image_model(state)

@@ -41,7 +41,7 @@ from torch import nn
 
 from .base import Backbone
 from ..conditioning import Cond
-from .layers import Attention, LabelEmbedder, ScalarEmbedder, check_video, modulate, stage_embedder
+from .layers import Attention, LabelEmbedder, NoiseEmbedder, check_video, modulate, stage_embedder
 from ..errors import UserError
 
 
@@ -168,7 +168,7 @@ class UNet(Backbone):
         self.in_channels, self.num_levels, self.emb_dim = in_channels, len(channel_mult), emb_dim
         widths = [channels * m for m in channel_mult]
         # ADM: sinusoidal features of width model_channels, then Linear -> SiLU -> Linear.
-        self.noise_embed = ScalarEmbedder(emb_dim, num_features=channels)
+        self.noise_embed = NoiseEmbedder(emb_dim, num_features=channels)
         self.label_embed = LabelEmbedder(num_classes, emb_dim) if num_classes > 0 else None
         self.stage_embed = stage_embedder(num_stages, emb_dim)  # Video LDM's interpolation stage
 
@@ -232,8 +232,9 @@ class UNet(Backbone):
         return [m for m in self.modules() if isinstance(m, SPATIAL_LAYERS)]
 
     def embed(self, c_noise: torch.Tensor, cond: Cond, batch: int) -> torch.Tensor:
-        """emb = MLP(Fourier(c_noise)) + label embedding (+ stage embedding): (B, emb_dim), one vector per video."""
-        emb = self.noise_embed(torch.as_tensor(c_noise).expand(batch))
+        """emb = MLP(Fourier(c_noise)) (+ augmentation level) + label embedding (+ stage embedding): (B, emb_dim),
+        one vector per video."""
+        emb = self.noise_embed(torch.as_tensor(c_noise).expand(batch), cond)
         if self.label_embed is not None:
             emb = emb + self.label_embed.of(cond, emb.device)
         if self.stage_embed is not None:

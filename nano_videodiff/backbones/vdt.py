@@ -41,8 +41,8 @@ from torch import nn
 
 from .base import Backbone
 from ..conditioning import Cond
-from .layers import (AdaLNModulation, Attention, LabelEmbedder, Mlp, ScalarEmbedder, check_video, conditioning_vector,
-                     modulate, patchify, sincos_1d, sincos_2d, stage_embedder, unpatchify)
+from .layers import (AdaLNModulation, Attention, LabelEmbedder, Mlp, NoiseEmbedder, ScalarEmbedder, check_video,
+                     conditioning_vector, modulate, patchify, sincos_1d, sincos_2d, stage_embedder, unpatchify)
 from ..conv_time import band_mask
 from ..errors import UserError
 from ..text import TextProjection, token_dim
@@ -122,7 +122,7 @@ class VDT(Backbone):
         self.in_channels, self.patch_size, self.dim = in_channels, patch_size, dim
         patch_dim = in_channels * patch_size**2
         self.embed = nn.Linear(patch_dim, dim)
-        self.noise_embed = ScalarEmbedder(dim)
+        self.noise_embed = NoiseEmbedder(dim)
         self.interval_embed = ScalarEmbedder(dim)
         self.label_embed = LabelEmbedder(num_classes, dim) if num_classes > 0 else None
         self.stage_embed = stage_embedder(num_stages, dim)

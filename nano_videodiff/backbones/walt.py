@@ -44,8 +44,8 @@ from torch import nn
 
 from .base import Backbone
 from ..conditioning import Cond
-from .layers import (AdaLNModulation, Attention, LabelEmbedder, Mlp, ScalarEmbedder, check_video, conditioning_vector,
-                     modulate, patchify, stage_embedder, unpatchify)
+from .layers import (AdaLNModulation, Attention, LabelEmbedder, Mlp, NoiseEmbedder, ScalarEmbedder, check_video,
+                     conditioning_vector, modulate, patchify, stage_embedder, unpatchify)
 from .window_attention import AdaLNLoRA, WindowAttentionLayer, check_window
 from ..errors import UserError
 from ..text import TextProjection, token_dim
@@ -129,7 +129,7 @@ class WALT(Backbone):
         self.embed = nn.Linear((2 * in_channels + 1) * patch_size**2, dim)  # reads concat(x, known*x, known)
         self.space_embed = nn.Parameter(torch.randn(*self.grid, dim) * 0.02)  # learnable absolute positions
         self.time_embed = nn.Parameter(torch.randn(num_frames, dim) * 0.02)
-        self.noise_embed = ScalarEmbedder(dim)
+        self.noise_embed = NoiseEmbedder(dim)
         self.interval_embed = ScalarEmbedder(dim)
         self.label_embed = LabelEmbedder(num_classes, dim) if num_classes > 0 else None
         self.stage_embed = stage_embedder(num_stages, dim)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 import toy_data
 from toy_data import captions
 
-from .. import interpolation, latent, masking, modality
+from .. import interpolation, latent, masking, modality, upsampler
 from ..conditioning import DROPPED_LABEL, Batch, Cond
 from ..data.shards import ENCODE_BATCH, LatentShards
 from ..errors import UserError
@@ -181,6 +181,9 @@ def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device
     stage = None
     if cfg.model.num_stages > 0:  # Video LDM's interpolation stack: a window at each sample's rate
         x, batch["frame_interval"], stage = interpolation.training_windows(x, batch["frame_interval"], cfg, B, mine, g)
+    low_res = aug_sigma = None
+    if cfg.model.sr_factor > 1:  # a super-resolution stage: crops, and the noised low-res clips (upsampler.py)
+        x, low_res, aug_sigma = upsampler.training_inputs(cfg, x, B, g, mine)
     # Images as videos (interval 0): joint batches, and the stills of a folder of real videos
     is_image = batch["frame_interval"] == 0 if cfg.data.image_fraction > 0 or data.own_frame_rate else None
     if data.autoencoder is not None and data.latents is None:
@@ -190,7 +193,8 @@ def make_batch(cfg, data: TrainingData, step: int, rank: int, world: int, device
     labels = None
     if cfg.data.num_classes > 0:
         labels = torch.where(drop[mine], DROPPED_LABEL, batch["labels"].long())
-    cond = Cond(labels=labels, frame_interval=batch["frame_interval"], stage=stage)
+    cond = Cond(labels=labels, frame_interval=batch["frame_interval"], stage=stage, low_res=low_res,
+                aug_sigma=aug_sigma)
     if is_image is not None:  # images as videos (interval 0): their frames must not be mixed in time
         cond = cond.replace(is_image=is_image)
     mixture = masking.mixture_from_config(latent.latent_task_config(cfg), x.shape[1])

@@ -133,6 +133,11 @@ class ModelConfig:
     text_heads: int = 4               # learned encoder: attention heads
     text_max_len: int = 32            # tokens per caption (longer captions are cut)
     walt_text_attention: str = "concat"  # walt: keys/values [block tokens; text] (Sec. 4.3) | cross (text only)
+    # super-resolution stage of a cascade (nano_videodiff/upsampler.py): conditioned on an H/f x W/f video
+    sr_factor: int = 1                # f; 1 = not an upsampler
+    sr_input: str = "bilinear"        # how the low-res video enters: bilinear | nearest | depth_to_space
+    sr_aug_max: float = 0.5           # training noise augmentation of the low-res video: sigma ~ U(0, max)
+    sr_crop: int = 0                  # train on random crops of this many pixels (Video LDM); 0 = whole frames
 
 
 @dataclass
@@ -264,6 +269,8 @@ class Config:
             (0.0 <= self.diffusion.label_dropout <= 1.0, "--label_dropout must be in [0, 1]"),
             (o.batch_size >= 1 and o.max_steps >= 0, "--batch_size must be >= 1 and --max_steps >= 0"),
         ]
+        from ..upsampler import config_checks  # the super-resolution stage's own settings
+        checks += config_checks(self)
         for ok, message in checks:
             if not ok:
                 raise UserError(message)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
 from .config import Config, apply_overrides, fields_help, split_args
+from .cascade_configs import CASCADE_PRESETS
 from .paper_configs import PAPER_PRESETS
 from ..errors import UserError
 
@@ -248,6 +249,7 @@ for _name in ("bouncing_balls", "physion_collide", "moving_mnist"):
     PRESETS[f"{_name}_fit"] = _with_fit(PRESETS[_name], f"{_name}_fit")
 DEFAULT_PRESET = "physion_collide_main"
 PRESETS.update(PAPER_PRESETS)  # the papers' full-size models (paper_configs.py)
+PRESETS.update(CASCADE_PRESETS)  # base + super-resolution stages, toy and paper (cascade_configs.py)
 
 
 def get_preset(name: str) -> Config:
