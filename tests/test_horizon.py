@@ -9,7 +9,7 @@ from helpers import FakeModel
 
 import sample as sample_script
 import train
-from nano_videodiff.evaluation import horizon
+from nano_videodiff.evaluation import horizon, physics_eval
 from nano_videodiff.evaluation.metrics import contact_accuracy, contact_from_frames, psnr
 from nano_videodiff.evaluation.physics_eval import METHODS, PSNR_CAP_DB
 from nano_videodiff.evaluation.video_io import load_video
@@ -106,6 +106,21 @@ def test_a_model_that_repeats_the_last_frame_scores_like_copy_last(clips):
         for key in ("psnr", "ssim", "traj_err_px", "objects_shown", "contact_acc"):
             assert got[key] == pytest.approx(copy[key], abs=1e-4), key
     assert rows_of(result, "constant velocity")[0]["psnr"] is None  # object-level rows have no pixels
+
+
+def test_the_first_window_is_the_one_window_evaluation(clips):
+    """Block 1 (one window) scores what physics_eval scores on the T-frame clips: the long clips start as the
+    model's clips do, window 0 is generate with the same seed, and contact by frame T - 1 is the T-frame label."""
+    cfg, batch = clips
+    fn = oracle(batch["video"])
+    shifted = FakeModel(lambda x, sigma, cond: fn(x, sigma, cond).roll(1, dims=-1))  # a model 1 px off
+    long = horizon.evaluate_horizon(shifted, cfg, H, num_clips=6, steps=2)
+    one = physics_eval.evaluate_prediction(shifted, cfg, num_clips=6, steps=2)
+    assert one["rows"][0]["traj_err_px"] > 0.5  # the shift is measured
+    for got, want in zip(long["blocks"][0]["rows"], one["rows"]):
+        assert got["method"] == want["method"]
+        for key in ("psnr", "ssim", "traj_err_px", "objects_shown", "contact_acc"):
+            assert got[key] == pytest.approx(want[key], abs=1e-5), (got["method"], key)
 
 
 def test_blocks_and_steps_agree_with_direct_metrics(clips):
