@@ -254,7 +254,8 @@ def main(argv=None):
         frames = video_frames(args, cfg)
         truth = context if length == frames else None
         if truth is None:
-            print(f"no PSNR/SSIM: {args.context} has {length} of the video's {frames} frames, so the "
+            whose = "model's" if frames == d.num_frames else "video's"
+            print(f"no PSNR/SSIM: {args.context} has {length} of the {whose} {frames} frames, so the "
                   f"generated frames {length}..{frames - 1} have no ground truth")
     def sample_videos():
         kwargs = dict(labels=labels, steps=args.steps, solver=args.solver, seed=args.seed, cfg_scale=args.cfg_scale,

@@ -10,7 +10,7 @@ a copy of frames already in the output, so window boundaries are continuous by c
 
 The papers' long-video recipes this follows:
 
-- Video LDM (Blattmann et al. 2023, "Align your Latents", arXiv 2304.08818), Sec. 3.1.1 and 4.1: long
+- Video LDM (Blattmann et al. 2023, "Align your Latents", arXiv 2304.08818), Sec. 3.1 and 4: long
   videos are made autoregressively by conditioning the prediction model on the latest frames it generated
   (their model conditions on 2 frames to carry the motion), with classifier-free guidance on that context
   ("context guidance": ``guidance="context"``, the branch without the given frames).
@@ -70,7 +70,7 @@ def rollout(model, cfg, context: Optional[torch.Tensor], num_frames: int, *, num
     steps, seed: sampler steps (0 = the config's) and noise seed (window w uses seed + w * 1_000_003).
     labels, and ``generate_kwargs`` (solver, cfg_scale, guidance, S_churn, dtype, batch_size, device,
     frame_interval) are passed to ``generation.generate`` for every window; ``guidance="context"`` with
-    ``cfg_scale`` != 1 is context guidance on each window's given frames (Video LDM Sec. 3.1.1).
+    ``cfg_scale`` != 1 is context guidance on each window's given frames (Video LDM Sec. 3.1 and 4).
     The denoiser is called windows x (sampler evaluations per sample) times per batch.
     """
     d = cfg.data

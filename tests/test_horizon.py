@@ -9,7 +9,7 @@ from helpers import FakeModel
 
 import sample as sample_script
 import train
-from nano_videodiff.evaluation import horizon
+from nano_videodiff.evaluation import horizon, physics_eval
 from nano_videodiff.evaluation.metrics import contact_accuracy, contact_from_frames, psnr
 from nano_videodiff.evaluation.physics_eval import METHODS, PSNR_CAP_DB
 from nano_videodiff.evaluation.video_io import load_video
@@ -34,7 +34,8 @@ def test_longer_clips_continue_the_same_scenes(tmp_path):
     for seed in (1, 3, 5, 7):  # both labels occur among these
         short = generate_clip("collide", seed, num_frames=16)
         long = generate_clip("collide", seed, num_frames=40, scene_frames=16)
-        assert np.array_equal(long["video"][:16], short["video"]) and np.array_equal(long["states"][:16], short["states"])
+        assert np.array_equal(long["video"][:16], short["video"])
+        assert np.array_equal(long["states"][:16], short["states"])
         if short["contact"]:  # a contact within the scene's frames is the same contact
             assert long["contact"] and long["contact_frame"] == short["contact_frame"]
         else:  # none in the first 16 frames; the run may find one later
@@ -43,7 +44,8 @@ def test_longer_clips_continue_the_same_scenes(tmp_path):
         generate_clip("collide", 1, num_frames=8, scene_frames=16)
     # the cache key: unchanged unless the scenes are shorter than the clips (earlier caches stay valid)
     same = PhysionDataset(num_clips=2, num_frames=8, cache_dir=tmp_path, progress=False)
-    assert PhysionDataset(num_clips=2, num_frames=8, scene_frames=8, cache_dir=tmp_path, progress=False).path == same.path
+    again = PhysionDataset(num_clips=2, num_frames=8, scene_frames=8, cache_dir=tmp_path, progress=False)
+    assert again.path == same.path
     longer = PhysionDataset(num_clips=2, num_frames=12, scene_frames=8, cache_dir=tmp_path, progress=False)
     assert longer.path != same.path and torch.equal(longer[1]["video"][:8], same[1]["video"])
 
@@ -106,6 +108,21 @@ def test_a_model_that_repeats_the_last_frame_scores_like_copy_last(clips):
     assert rows_of(result, "constant velocity")[0]["psnr"] is None  # object-level rows have no pixels
 
 
+def test_the_first_window_is_the_one_window_evaluation(clips):
+    """Block 1 (one window) scores what physics_eval scores on the T-frame clips: the long clips start as the
+    model's clips do, window 0 is generate with the same seed, and contact by frame T - 1 is the T-frame label."""
+    cfg, batch = clips
+    fn = oracle(batch["video"])
+    shifted = FakeModel(lambda x, sigma, cond: fn(x, sigma, cond).roll(1, dims=-1))  # a model 1 px off
+    long = horizon.evaluate_horizon(shifted, cfg, H, num_clips=6, steps=2)
+    one = physics_eval.evaluate_prediction(shifted, cfg, num_clips=6, steps=2)
+    assert one["rows"][0]["traj_err_px"] > 0.5  # the shift is measured
+    for got, want in zip(long["blocks"][0]["rows"], one["rows"]):
+        assert got["method"] == want["method"]
+        for key in ("psnr", "ssim", "traj_err_px", "objects_shown", "contact_acc"):
+            assert got[key] == pytest.approx(want[key], abs=1e-5), (got["method"], key)
+
+
 def test_blocks_and_steps_agree_with_direct_metrics(clips):
     cfg, batch = clips
     truth = batch["video"]
@@ -125,9 +142,11 @@ def test_blocks_and_steps_agree_with_direct_metrics(clips):
     assert result["frame_judge_acc"][-1] == judged
     steps = torch.tensor([[False, True, False, False, True], [False] * 5])
     assert horizon._cumulative(steps).tolist() == [[False, True, True, True, True], [False] * 5]
-    assert "| frames 1-5 |" in horizon.format_horizon({**result, "num_clips": 6, "positive_rate": 0.5, "config": {
+    table = horizon.format_horizon({**result, "num_clips": 6, "positive_rate": 0.5, "config": {
         "scenario": "collide", "num_context": K, "horizon": H, "windows": 3, "num_frames": T, "height": 32,
         "width": 32, "steps": 2}})
+    judge_row = [line for line in table.splitlines() if line.startswith("| *pixel judge on the true frames* |")]
+    assert "| frames 1-5 |" in table and len(judge_row) == 1 and judge_row[0].endswith(f"| {judged:.3f} |")
 
 
 # ---------------------------------------------------------------- sample.py

@@ -95,7 +95,8 @@ def test_window_seeds_differ_and_one_window_is_generate():
 def test_generated_first_clip_and_bad_input():
     cfg = pixel_cfg(8, 3)
     cfg.task.masking = "vdt"  # a model that also generates from nothing
-    model = FakeModel(lambda x, sigma, cond: torch.full_like(x, 0.1) if cond.known is None else last_plus_ramp(x, sigma, cond))
+    model = FakeModel(lambda x, sigma, cond: torch.full_like(x, 0.1) if cond.known is None
+                      else last_plus_ramp(x, sigma, cond))
     out = rollout(model, cfg, None, 13, num_videos=3, steps=1, solver="euler")
     assert out.shape == (3, 13, 3, 8, 8)
     torch.testing.assert_close(out[:, :8], torch.full_like(out[:, :8], 0.1), atol=1e-6, rtol=0)
