@@ -79,7 +79,8 @@ class SampleArgs:
                                   # same noise, and write [image model | aligned video model] side by side
                                   # (its learned alphas: tutorials/05_temporal_alignment.py plots them)
     method: str = ""              # longer than the model (long_videos.py): interpolate (Video LDM's stack, key
-                                  # frames -> x4 -> x16) | conv_time (4T frames, attention masked to T - 1)
+                                  # frames -> x4 -> x16) | conv_time (4T or --num_frames frames, attention
+                                  # masked to T - 1) | rollout (the same frames by autoregressive windows)
     upsampler: str = ""           # super-resolution stage(s) after this model: a.pt or a.pt,b.pt (upsampler.py)
     aug_sigma: str = "0.1"        # --upsampler: noise level of the low-res input, one or one per stage (EDM)
     upsampler_steps: int = 0      # --upsampler: sampler steps of the stages; 0 = each stage's sample_steps

@@ -3,9 +3,11 @@
 - ``interpolate``: Video LDM's interpolation stack (Blattmann et al. 2023, arXiv 2304.08818, Sec. 4;
   ``interpolation.py``) from key frames at the lowest rate: x4, then x16. A model trained with
   ``--num_stages`` (``--config=bouncing_balls_interp``: 5 key frames -> 17 -> 65 frames).
-- ``conv_time``: Video LDM's convolutional-in-time sampling (Sec. 3.1, 4; ``conv_time.py``): 4 T frames in
-  one pass, temporal attention masked to the trained distance T - 1; with ``--task=predict`` the first k
-  frames are given (VDT or Video LDM models).
+- ``conv_time``: Video LDM's convolutional-in-time sampling (Sec. 3.1, 4; ``conv_time.py``): 4 T frames
+  (or ``--num_frames``) in one pass, temporal attention masked to the trained distance T - 1; with
+  ``--task=predict`` the first k frames are given (VDT or Video LDM models).
+- ``rollout``: the autoregressive rollout (``rollout.py``) to the same length from the same given frames,
+  for comparison (``--task=predict --num_frames=N`` does the same with sample.py's own outputs).
 
 Without ``--context`` the given frames come from held-out toy clips long enough to hold the ground truth,
 so PSNR / SSIM over the generated frames go to metrics.json (interpolation: also the linear blend and the
@@ -25,8 +27,8 @@ from .evaluation.metrics import psnr, ssim
 from .evaluation.video_io import frames_grid, load_video, save_gif, save_png, video_grid
 from .generation import show_known
 
-METHODS = ("interpolate", "conv_time")
-LENGTH_FACTOR = 4  # conv_time: frames made per model window
+METHODS = ("interpolate", "conv_time", "rollout")
+LENGTH_FACTOR = 4  # conv_time, rollout: frames made per model window, unless --num_frames
 
 
 def _context_file(args, cfg) -> torch.Tensor:
@@ -68,11 +70,13 @@ def _interpolate(model, cfg, args, gen):
     return video, [baseline, video] + ([truth] if truth is not None else []), scores
 
 
-def _conv_time(model, cfg, args, gen):
+def _long(model, cfg, args, gen):
+    """conv_time and rollout: N frames from the first k given (or, conv_time, from nothing)."""
     d = cfg.data
-    n, frames = args.num_videos, LENGTH_FACTOR * d.num_frames
-    if args.task not in ("generate", "predict"):
-        raise UserError(f"--method=conv_time does --task=generate or predict, not {args.task!r}")
+    n, frames = args.num_videos, args.num_frames or LENGTH_FACTOR * d.num_frames
+    tasks = ("predict",) if args.method == "rollout" else ("generate", "predict")
+    if args.task not in tasks:
+        raise UserError(f"--method={args.method} does --task={' or '.join(tasks)}, not {args.task!r}")
     known = known_x = truth = labels = None
     if args.task == "predict":
         k = args.num_context or cfg.task.num_context or d.num_frames // 2
@@ -91,11 +95,17 @@ def _conv_time(model, cfg, args, gen):
             labels = batch["labels"].long() if "labels" in batch and d.num_classes > 0 else None
     if d.num_classes > 0 and labels is None:
         labels = torch.arange(n) % d.num_classes
-    video = conv_time.generate_long(model, cfg, frames, n, known=known, known_x=known_x, labels=labels, **gen)
-    scores = {"method": "conv_time", "task": args.task, "num_frames": frames, "max_distance": d.num_frames - 1}
+    scores = {"method": args.method, "task": args.task, "num_frames": frames}
+    if args.method == "rollout":
+        from .rollout import rollout
+        video = rollout(model, cfg, known_x[:, :k], frames, num_context=k, labels=labels, **gen)
+        print(f"rollout: {frames} frames by windows of {d.num_frames}, each from the last {k} frames")
+    else:
+        video = conv_time.generate_long(model, cfg, frames, n, known=known, known_x=known_x, labels=labels, **gen)
+        scores["max_distance"] = d.num_frames - 1
+        print(f"conv_time: {frames} frames in one pass, temporal attention masked to {d.num_frames - 1} frames")
     if truth is not None:
         scores["model"] = _scores(video, truth, ~known[0].flatten(1).all(-1))
-    print(f"conv_time: {frames} frames in one pass, temporal attention masked to {d.num_frames - 1} frames")
     panels = [video] if known is None else [show_known(known_x, known), video]
     return video, panels + ([truth] if truth is not None else []), scores
 
@@ -106,7 +116,7 @@ def run(model, cfg, args, out_dir, device, before_writing=lambda: None) -> torch
         raise UserError(f"unknown --method={args.method!r}; choose from {', '.join(METHODS)}")
     gen = dict(steps=args.steps, solver=args.solver, seed=args.seed, dtype=args.dtype, S_churn=args.S_churn,
                batch_size=args.batch_size, device=device)
-    video, panels, scores = {"interpolate": _interpolate, "conv_time": _conv_time}[args.method](model, cfg, args, gen)
+    video, panels, scores = (_interpolate if args.method == "interpolate" else _long)(model, cfg, args, gen)
     if not torch.isfinite(video).all():
         raise UserError("sampling gave NaN or infinite values; try --dtype=fp32")
     before_writing()

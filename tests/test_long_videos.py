@@ -48,10 +48,20 @@ def test_conv_time_makes_4x_the_models_frames_from_given_ones(predict_ckpt, tmp_
     assert metrics["num_frames"] == 16 and metrics["max_distance"] == 3 and "psnr" in metrics["model"]
 
 
+def test_rollout_method_makes_the_same_length_from_the_same_given_frames(predict_ckpt, tmp_path):
+    videos = run_sample(predict_ckpt, tmp_path / "r", "--method=rollout", "--task=predict", "--num_frames=12")
+    conv = run_sample(predict_ckpt, tmp_path / "c", "--method=conv_time", "--task=predict", "--num_frames=12")
+    assert videos.shape == conv.shape == (2, 12, 3, 16, 16)
+    assert torch.equal(videos[:, :2], conv[:, :2])  # the same given frames (the smoke model's k = T // 2)
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["method"] == "rollout"
+
+
 def test_methods_refuse_models_that_cannot_do_them(interp_ckpt, predict_ckpt, tmp_path):
     with pytest.raises(UserError, match="--num_stages"):
         run_sample(predict_ckpt, tmp_path / "a", "--method=interpolate")
     with pytest.raises(UserError, match="generate or predict"):
         run_sample(predict_ckpt, tmp_path / "b", "--method=conv_time", "--task=interpolate")
+    with pytest.raises(UserError, match="does --task=predict, not 'generate'"):
+        run_sample(predict_ckpt, tmp_path / "d", "--method=rollout")
     with pytest.raises(UserError, match="unknown --method"):
         run_sample(predict_ckpt, tmp_path / "c", "--method=zoom")
