@@ -7,6 +7,7 @@
     python sample.py --ckpt=out/physion_collide/ckpt.pt --eval --out_dir=out/eval      # model vs baselines
     python sample.py --ckpt=out/moving_mnist/ckpt.pt --eval --mnist_test_seq=mnist_test_seq.npy  # the standard protocol
     python sample.py --ckpt=out/videoldm_bouncing_balls/ckpt.pt --image_model          # Video LDM Fig. 2
+    python sample.py --ckpt=out/physion_text/ckpt.pt --prompt="the red ball moves left|the red ball falls"
 
 Tasks (masking.py): generate | predict | backward | interpolate | animate | complete (and random_frames).
 Without ``--context`` the given content comes from held-out clips of the model's own toy dataset
@@ -31,6 +32,7 @@ import torch
 
 import toy_data
 from nano_videodiff import masking
+from nano_videodiff.prompts import check_text_model, prompt_captions, report_alignment
 from nano_videodiff.errors import ExistingOutput, MissingFile, UserError, run_script
 from nano_videodiff.training.config import Config, options_help, parse_into, split_args
 from nano_videodiff.generation import generate, show_known
@@ -71,6 +73,8 @@ class SampleArgs:
     image_model: bool = False     # videoldm: also sample its frozen image model (temporal layers off) from the
                                   # same noise, and write [image model | aligned video model] side by side
                                   # (its learned alphas: tutorials/05_temporal_alignment.py plots them)
+    prompt: str = ""              # text-to-video: prompts separated by "|", --num_videos videos each (a grid row
+                                  # per prompt); toy Physion models also print their text alignment
 
     def validate(self) -> "SampleArgs":
         """Catch bad options before the checkpoint is read, with a message that names the flag."""
@@ -166,7 +170,7 @@ def context_videos(args: SampleArgs, cfg: Config, known: torch.Tensor) -> tuple:
 
 
 # What main writes into --out_dir (physics_eval.save_evaluation writes the same names, and eval.json).
-SAMPLE_OUTPUTS = ("video_*.gif", "grid.gif", "grid.png", "metrics.json", "eval.json")
+SAMPLE_OUTPUTS = ("video_*.gif", "grid.gif", "grid.png", "metrics.json", "eval.json", "alignment.json")
 
 
 def old_samples(out_dir: Path) -> list:
@@ -191,6 +195,11 @@ def main(argv=None):
     model, cfg = load_model(args.ckpt, args.use_ema, device)
     d = cfg.data
     n = args.num_videos
+    captions = None
+    if args.prompt:  # text-to-video (prompts.py)
+        check_text_model(cfg)
+        captions = prompt_captions(args.prompt, n)
+        n = len(captions)
     if args.eval and d.dataset == "moving_mnist":  # the field's 10 -> 10 protocol and published numbers
         from nano_videodiff.evaluation import mmnist_protocol
         return mmnist_protocol.run(model, cfg, args, out_dir, device)
@@ -228,7 +237,7 @@ def main(argv=None):
                         steps=args.steps, solver=args.solver, seed=args.seed, cfg_scale=args.cfg_scale,
                         guidance=args.guidance, S_churn=args.S_churn, dtype=args.dtype,
                         batch_size=args.batch_size, device=device, progress=True,
-                        frame_interval=None if args.frame_interval < 0 else args.frame_interval)
+                        frame_interval=None if args.frame_interval < 0 else args.frame_interval, captions=captions)
     videos = sample_videos()
     image_videos = None
     if args.image_model:  # Video LDM Fig. 2: the same noise through the image model alone (alpha = 1)
@@ -247,7 +256,8 @@ def main(argv=None):
     side_by_side = torch.cat(panels, dim=-1)  # concatenate along width
     for i in range(n):
         save_gif(out_dir / f"video_{i:03d}.gif", side_by_side[i], fps=d.fps)
-    save_gif(out_dir / "grid.gif", video_grid(side_by_side, ncol=1 if known is not None else None), fps=d.fps)
+    ncol = 1 if known is not None else (args.num_videos if captions else None)  # prompts: a row each
+    save_gif(out_dir / "grid.gif", video_grid(side_by_side, ncol=ncol), fps=d.fps)
     save_png(out_dir / "grid.png", frames_grid(torch.stack(panels, 1).flatten(0, 1)), scale=2)
 
     # ---- numbers: PSNR/SSIM on the generated frames when the ground truth is known --------------------
@@ -259,6 +269,8 @@ def main(argv=None):
                   "ssim": float(ssim(frames_p[:, None], frames_t[:, None]).mean())}
         (out_dir / "metrics.json").write_text(json.dumps(scores, indent=2))
         print(f"{args.task}: PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.3f} over generated frames")
+    if captions:
+        report_alignment(videos, captions, cfg, out_dir)
     print(f"wrote {n} videos to {out_dir} (video_*.gif, grid.gif, grid.png)")
     return videos
 

@@ -280,7 +280,8 @@ class VideoLDM(Backbone):
         frames = rearrange(x, "b t c h w -> (b t) c h w")
         emb = self.unet.embed(c_noise, cond, b).repeat_interleave(t, dim=0)
         if self.image_only:
-            return rearrange(self.unet.forward_frames(frames, emb), "(b t) c h w -> b t c h w", b=b), None
+            return rearrange(self.unet.forward_frames(frames, emb, text=self.unet.frame_text(cond, t)),
+                             "(b t) c h w -> b t c h w", b=b), None
         is_image = torch.zeros(b, dtype=torch.bool, device=x.device) if cond.is_image is None else cond.is_image
         is_image = is_image.to(x.device).bool().repeat_interleave(t)  # one flag per frame
         context = None
@@ -297,7 +298,7 @@ class VideoLDM(Backbone):
             features = None if context is None else context[self._context_level[key]]
             return self.temporal[key](z, emb, t, is_image, features)
 
-        out = self.unet.forward_frames(frames, emb, after_spatial_layer)
+        out = self.unet.forward_frames(frames, emb, after_spatial_layer, text=self.unet.frame_text(cond, t))
         return rearrange(out, "(b t) c h w -> b t c h w", b=b), None  # no state between sampler steps
 
 
