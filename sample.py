@@ -11,6 +11,7 @@
     python sample.py --ckpt=out/videoldm_bouncing_balls/ckpt.pt --image_model          # Video LDM Fig. 2
     python sample.py --ckpt=out/bouncing_balls_interp/ckpt.pt --method=interpolate     # key frames -> x4 -> x16
     python sample.py --ckpt=out/bb_tasks/ckpt.pt --method=conv_time --task=predict     # 4T frames in one pass
+    python sample.py --ckpt=out/physion_text/ckpt.pt --prompt="the red ball moves left|the red ball falls"
 
 Tasks (masking.py): generate | predict | backward | interpolate | animate | complete (and random_frames).
 Without ``--context`` the given content comes from held-out clips of the model's own toy dataset
@@ -35,6 +36,7 @@ import torch
 
 import toy_data
 from nano_videodiff import masking
+from nano_videodiff.prompts import check_text_model, prompt_captions, report_alignment
 from nano_videodiff.errors import ExistingOutput, MissingFile, UserError, run_script
 from nano_videodiff.training.config import Config, options_help, parse_into, split_args
 from nano_videodiff.generation import generate, show_known
@@ -84,6 +86,8 @@ class SampleArgs:
     upsampler: str = ""           # super-resolution stage(s) after this model: a.pt or a.pt,b.pt (upsampler.py)
     aug_sigma: str = "0.1"        # --upsampler: noise level of the low-res input, one or one per stage (EDM)
     upsampler_steps: int = 0      # --upsampler: sampler steps of the stages; 0 = each stage's sample_steps
+    prompt: str = ""              # text-to-video: prompts separated by "|", --num_videos videos each (a grid row
+                                  # per prompt); toy Physion models also print their text alignment
 
     def validate(self) -> "SampleArgs":
         """Catch bad options before the checkpoint is read, with a message that names the flag."""
@@ -191,7 +195,8 @@ def context_videos(args: SampleArgs, cfg: Config, known: torch.Tensor) -> tuple:
 
 
 # What main writes into --out_dir (physics_eval.save_evaluation writes the same names, and eval.json).
-SAMPLE_OUTPUTS = ("video_*.gif", "grid.gif", "grid.png", "metrics.json", "eval.json", "horizon.md", "horizon.png")
+SAMPLE_OUTPUTS = ("video_*.gif", "grid.gif", "grid.png", "metrics.json", "eval.json", "horizon.md", "horizon.png",
+                  "alignment.json")
 
 
 def old_samples(out_dir: Path) -> list:
@@ -219,6 +224,11 @@ def main(argv=None):
         return long_videos.run(model, cfg, args, out_dir, device, lambda: clear_old_samples(out_dir))
     d = cfg.data
     n = args.num_videos
+    captions = None
+    if args.prompt:  # text-to-video (prompts.py)
+        check_text_model(cfg)
+        captions = prompt_captions(args.prompt, n)
+        n = len(captions)
     if args.eval and d.dataset == "moving_mnist":  # the field's 10 -> 10 protocol and published numbers
         from nano_videodiff.evaluation import mmnist_protocol
         return mmnist_protocol.run(model, cfg, args, out_dir, device)
@@ -258,11 +268,12 @@ def main(argv=None):
             whose = "model's" if frames == d.num_frames else "video's"
             print(f"no PSNR/SSIM: {args.context} has {length} of the {whose} {frames} frames, so the "
                   f"generated frames {length}..{frames - 1} have no ground truth")
+
     def sample_videos():
         kwargs = dict(labels=labels, steps=args.steps, solver=args.solver, seed=args.seed, cfg_scale=args.cfg_scale,
                       guidance=args.guidance, S_churn=args.S_churn, dtype=args.dtype, batch_size=args.batch_size,
                       device=device, progress=True,
-                      frame_interval=None if args.frame_interval < 0 else args.frame_interval)
+                      frame_interval=None if args.frame_interval < 0 else args.frame_interval, captions=captions)
         if args.num_frames > d.num_frames:  # longer than the model: autoregressive windows (rollout.py)
             k = context_frames(cfg, args.num_context)
             return rollout(model, cfg, known_x[:, :k], args.num_frames, num_context=k, **kwargs)
@@ -288,7 +299,8 @@ def main(argv=None):
     side_by_side = torch.cat(panels, dim=-1)  # concatenate along width
     for i in range(n):
         save_gif(out_dir / f"video_{i:03d}.gif", side_by_side[i], fps=d.fps)
-    save_gif(out_dir / "grid.gif", video_grid(side_by_side, ncol=1 if known is not None else None), fps=d.fps)
+    ncol = 1 if known is not None else (args.num_videos if captions else None)  # prompts: a row each
+    save_gif(out_dir / "grid.gif", video_grid(side_by_side, ncol=ncol), fps=d.fps)
     save_png(out_dir / "grid.png", frames_grid(torch.stack(panels, 1).flatten(0, 1)), scale=2)
 
     # ---- numbers: PSNR/SSIM on the generated frames when the ground truth is known --------------------
@@ -300,6 +312,8 @@ def main(argv=None):
                   "ssim": float(ssim(frames_p[:, None], frames_t[:, None]).mean())}
         (out_dir / "metrics.json").write_text(json.dumps(scores, indent=2))
         print(f"{args.task}: PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.3f} over generated frames")
+    if captions:
+        report_alignment(videos, captions, cfg, out_dir)
     print(f"wrote {n} videos to {out_dir} (video_*.gif, grid.gif, grid.png)")
     return videos
 

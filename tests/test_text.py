@@ -180,3 +180,19 @@ def test_minilm_encoder_when_installed():
     tokens, mask = enc.encode(["the red ball moves left", "the red ball moves right"])
     assert tokens.shape[-1] == 384 and mask.all()
     assert (tokens[0] - tokens[1]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("videoldm", [False, True])
+def test_unet_and_videoldm_read_text_by_cross_attention(videoldm):
+    from nano_videodiff.backbones.temporal_alignment import VideoLDM
+    from nano_videodiff.backbones.unet import UNet
+    unet = UNet(in_channels=2, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
+                image_size=8, heads=2, text_dim=8)
+    model = _randomise(VideoLDM(unet) if videoldm else unet)
+    x, c = torch.randn(2, 2, 2, 8, 8), torch.zeros(2)
+    text, mask = torch.randn(2, 3, 8), torch.tensor([[True, True, False], [True, False, False]])
+    out, _ = model(x, c, Cond(text=text, text_mask=mask))
+    junk = text.clone()
+    junk[~mask] = 50.0
+    torch.testing.assert_close(model(x, c, Cond(text=junk, text_mask=mask))[0], out)
+    assert (model(x, c, Cond(text=torch.randn(2, 3, 8), text_mask=mask))[0] - out).abs().max() > 1e-4

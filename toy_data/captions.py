@@ -202,6 +202,16 @@ def for_training(batch: dict, data_cfg, draws: torch.Tensor, dropped: torch.Tens
     return tuple("" if bool(d) else t for t, d in zip(texts, dropped.tolist()))
 
 
+def held_out_captions(data_cfg, num: int, data_seed=None) -> List[str]:
+    """Captions of the first ``num`` held-out clips, in the held-out phrasings (alternating): new prompts."""
+    import dataclasses
+    from . import build_dataset, get_batch
+    d = data_cfg if data_seed is None else dataclasses.replace(data_cfg, data_seed=data_seed)
+    attrs = attributes(get_batch(build_dataset(d, "test"), range(num)), d.dataset, min(d.height, d.width))
+    phrasings = HELD_OUT_PHRASINGS[d.dataset]
+    return [caption(a, phrasings[i % len(phrasings)]) for i, a in enumerate(attrs)]
+
+
 def words(text: str) -> List[str]:
     """The word tokenization shared by the vocabulary and the learned text encoder: lower-case letters."""
     return re.findall(r"[a-z]+", text.lower())

@@ -295,7 +295,8 @@ class VideoLDM(Backbone):
         emb_t = emb if self.stage_embed is None else emb + self.stage_embed.of(cond, b, emb.device)
         emb, emb_t = emb.repeat_interleave(t, dim=0), emb_t.repeat_interleave(t, dim=0)
         if self.image_only:
-            return rearrange(self.unet.forward_frames(frames, emb), "(b t) c h w -> b t c h w", b=b), None
+            return rearrange(self.unet.forward_frames(frames, emb, text=self.unet.frame_text(cond, t)),
+                             "(b t) c h w -> b t c h w", b=b), None
         is_image = torch.zeros(b, dtype=torch.bool, device=x.device) if cond.is_image is None else cond.is_image
         is_image = is_image.to(x.device).bool().repeat_interleave(t)  # one flag per frame
         band = band_mask(t, self.temporal_distance, x.device)  # None unless conv_in_time
@@ -313,7 +314,7 @@ class VideoLDM(Backbone):
             features = None if context is None else context[self._context_level[key]]
             return self.temporal[key](z, emb_t, t, is_image, features, band)
 
-        out = self.unet.forward_frames(frames, emb, after_spatial_layer)
+        out = self.unet.forward_frames(frames, emb, after_spatial_layer, text=self.unet.frame_text(cond, t))
         return rearrange(out, "(b t) c h w -> b t c h w", b=b), None  # no state between sampler steps
 
 

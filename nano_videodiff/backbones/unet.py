@@ -43,6 +43,7 @@ from .base import Backbone
 from ..conditioning import Cond
 from .layers import Attention, LabelEmbedder, NoiseEmbedder, check_video, modulate, stage_embedder
 from ..errors import UserError
+from ..text import TextProjection, token_dim
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -92,19 +93,39 @@ class ResBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """Self-attention over the H*W positions of each image (ADM): x + proj(attn(GN(x))), proj zero-init."""
+    """Self-attention over the H*W positions of each image (ADM): x + proj(attn(GN(x))), proj zero-init.
 
-    def __init__(self, channels: int, heads: int):
+    With ``text``: then ordinary cross-attention from every position to the text tokens,
+    x + proj(attn(LN(x), text)), proj zero-init: how Stable Diffusion's U-Net, Video LDM's image model
+    (Video LDM Sec. 4, kept frozen there), reads its text encoder's tokens.
+    """
+
+    def __init__(self, channels: int, heads: int, text: bool = False):
         super().__init__()
         self.channels = channels
         self.norm = group_norm(channels)
         self.attn = Attention(channels, heads)
         zero_init(self.attn.proj)
+        self.text = None
+        if text:
+            self.norm_text = nn.LayerNorm(channels)
+            self.text = zero_init_proj(Attention(channels, heads))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, text: Optional[torch.Tensor] = None,
+                text_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         height, width = x.shape[-2:]
         tokens = rearrange(self.norm(x), "n c h w -> n (h w) c")
-        return x + rearrange(self.attn(tokens), "n (h w) c -> n c h w", h=height, w=width)
+        x = x + rearrange(self.attn(tokens), "n (h w) c -> n c h w", h=height, w=width)
+        if self.text is None or text is None:
+            return x
+        tokens = self.norm_text(rearrange(x, "n c h w -> n (h w) c"))
+        out = self.text(tokens, text.to(tokens.dtype), attn_mask=text_mask[:, None, None, :])
+        return x + rearrange(out, "n (h w) c -> n c h w", h=height, w=width)
+
+
+def zero_init_proj(attention: Attention) -> Attention:
+    zero_init(attention.proj)
+    return attention
 
 
 class Downsample(nn.Module):
@@ -132,12 +153,18 @@ class Upsample(nn.Module):
 SPATIAL_LAYERS = (ResBlock, AttentionBlock)
 
 
+def step_width(step) -> int:
+    """The width of a step's attention block (the text it reads is projected to it); 0 if it has none."""
+    return next((layer.channels for layer in step if isinstance(layer, AttentionBlock)), 0)
+
+
 class Step(nn.ModuleList):
     """One entry of the down/middle/up path: its layers in order; it takes or gives one skip tensor."""
 
-    def forward(self, h: torch.Tensor, emb: torch.Tensor, after_layer: Optional[Callable] = None):
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, after_layer: Optional[Callable] = None, text=(None, None)):
         for layer in self:
-            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h, *text) if isinstance(layer, AttentionBlock) \
+                else layer(h)
             if after_layer is not None and isinstance(layer, SPATIAL_LAYERS):
                 h = after_layer(layer.index, h)
         return h
@@ -148,7 +175,7 @@ class UNet(Backbone):
 
     x: (B, T, C, H, W), H and W divisible by 2^(levels-1); each frame is an independent image.
     c_noise: (B,) = ln(sigma) / 4.   cond: reads ``labels`` (if num_classes > 0), ``stage`` (if num_stages > 0),
-    ignores the rest.
+    ``text`` / ``text_mask`` (if text_dim > 0: cross-attention after every self-attention), ignores the rest.
 
     channels, channel_mult: width of level i is channels * channel_mult[i] (ADM's model_channels, mult).
     attn_resolutions: feature-map sizes (in pixels, of an ``image_size`` input) that get self-attention,
@@ -162,7 +189,7 @@ class UNet(Backbone):
     def __init__(self, in_channels: int = 3, channels: int = 64, channel_mult: Sequence[int] = (1, 2, 2),
                  num_res_blocks: int = 2, attn_resolutions: Sequence[int] = (8,), image_size: Union[int, Sequence[int]] = 32,
                  heads: int = 4, head_channels: int = 0, emb_dim: int = 0, num_classes: int = 0,
-                 dropout: float = 0.0, num_stages: int = 0):
+                 dropout: float = 0.0, num_stages: int = 0, text_dim: int = 0):
         super().__init__()
         emb_dim = emb_dim or 4 * channels
         self.in_channels, self.num_levels, self.emb_dim = in_channels, len(channel_mult), emb_dim
@@ -178,7 +205,7 @@ class UNet(Backbone):
             return block
 
         def attn(ch, level):
-            block = AttentionBlock(ch, ch // head_channels if head_channels else heads)
+            block = AttentionBlock(ch, ch // head_channels if head_channels else heads, text=text_dim > 0)
             block.level = level
             return block
 
@@ -207,6 +234,8 @@ class UNet(Backbone):
                 layers += [attn(ch, level)] if attends(level) else []
                 layers += [Upsample(ch)] if level > 0 and i == num_res_blocks else []
                 self.up_blocks.append(Step(layers))
+        widths_with_text = sorted({m.channels for m in self.modules() if isinstance(m, AttentionBlock)}) if text_dim else []
+        self.text_proj = nn.ModuleDict({str(w): TextProjection(text_dim, w) for w in widths_with_text})
         self.norm_out = group_norm(ch)
         self.conv_out = zero_init(nn.Conv2d(ch, in_channels, 3, padding=1))  # the U-Net starts at F = 0
         for index, layer in enumerate(self.spatial_layers()):
@@ -219,7 +248,7 @@ class UNet(Backbone):
                    channel_mult=parse_ints(m.unet_channel_mult), num_res_blocks=m.unet_num_res_blocks,
                    attn_resolutions=parse_ints(m.unet_attn_resolutions), image_size=data_cfg.size,
                    heads=m.heads, num_classes=data_cfg.num_classes, dropout=m.unet_dropout,
-                   num_stages=m.num_stages)
+                   num_stages=m.num_stages, text_dim=token_dim(m))
         factor = 2 ** (unet.num_levels - 1)
         if data_cfg.height % factor or data_cfg.width % factor:
             raise UserError(f"frames of {data_cfg.height}x{data_cfg.width} must be divisible by {factor} in both "
@@ -248,20 +277,35 @@ class UNet(Backbone):
             raise ValueError(f"frames {x.shape[-2]}x{x.shape[-1]} must be divisible by {factor}: this U-Net "
                              f"halves them {self.num_levels - 1} times")
 
+    def frame_text(self, cond: Cond, frames: int) -> dict:
+        """Per attention width, ``(text tokens, mask)`` repeated for each of the ``frames`` frames of a video."""
+        out = {}
+        for width, proj in self.text_proj.items():
+            tokens, mask = proj(cond)
+            if tokens is not None:
+                out[int(width)] = (tokens.repeat_interleave(frames, 0), mask.repeat_interleave(frames, 0))
+        return out
+
     def forward_frames(self, x: torch.Tensor, emb: torch.Tensor,
-                       after_layer: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+                       after_layer: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
+                       text: Optional[dict] = None) -> torch.Tensor:
         """The U-Net on a batch of images (N, C, H, W) with embeddings (N, emb_dim).
 
-        ``after_layer(index, h) -> h`` runs after every spatial layer (Video LDM's temporal layers).
+        ``after_layer(index, h) -> h`` runs after every spatial layer (Video LDM's temporal layers);
+        ``text`` is ``frame_text``'s {width: (tokens, mask)} (None = no text).
         """
+        text = text or {}
         h = self.conv_in(x)
         skips = [h]
+
+        def run(step, h):
+            return step(h, emb, after_layer, text.get(step_width(step), (None, None)))
         for step in self.down_blocks:
-            h = step(h, emb, after_layer)
+            h = run(step, h)
             skips.append(h)
-        h = self.middle(h, emb, after_layer)
+        h = run(self.middle, h)
         for step in self.up_blocks:
-            h = step(torch.cat([h, skips.pop()], dim=1), emb, after_layer)
+            h = run(step, torch.cat([h, skips.pop()], dim=1))
         return self.conv_out(F.silu(self.norm_out(h)))
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Optional[Cond] = None):
@@ -269,7 +313,7 @@ class UNet(Backbone):
         self.check_input(x)
         b, t = x.shape[:2]
         emb = self.embed(c_noise, cond, b).repeat_interleave(t, dim=0)  # the same embedding for every frame
-        out = self.forward_frames(rearrange(x, "b t c h w -> (b t) c h w"), emb)
+        out = self.forward_frames(rearrange(x, "b t c h w -> (b t) c h w"), emb, text=self.frame_text(cond, t))
         return rearrange(out, "(b t) c h w -> b t c h w", b=b), None  # no state between sampler steps
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 import toy_data
+from toy_data import captions
 
 from .. import masking
 from ..generation import generate, show_known
@@ -47,8 +48,10 @@ def write_samples(cfg, ema, device, dtype: str, path: Path) -> None:
         k = cfg.task.num_context or d.num_frames // 2
         known = masking.predict(n, d.num_frames, d.height, d.width, num_context=k)
         labels = batch["labels"].long() if labels is not None else None
+    # text-to-video: prompted with the held-out clips' captions in held-out phrasings (toy_data/captions.py)
+    texts = captions.held_out_captions(d, n) if cfg.model.text_encoder else None
     videos = generate(ema, cfg, n, known=known, known_x=known_x, labels=labels, steps=cfg.run.preview_steps,
-                      seed=0, dtype=dtype, batch_size=n, device=device)
+                      seed=0, dtype=dtype, batch_size=n, device=device, captions=texts)
     panels = [videos] if known is None else [show_known(known_x, known), videos, known_x]
     _write(path, panels, d.fps, one_column=known is not None)
 
