@@ -16,6 +16,10 @@ others inherit the trivial one.
 - ``from_config(model_cfg, data_cfg)``: build from the config sections (the registry, ``backbones/__init__.py``).
 - ``load_pretrained(state, what)``: ``--init_from``'s weights. By default the whole backbone (fine-tuning,
   same architecture); Video LDM takes an image U-Net into its spatial layers (Video LDM Sec. 3.1).
+- ``has_unused_parameters`` (class attribute): True for a backbone of which some training step leaves a
+  trainable parameter without a gradient (an input it may not be given, e.g. FIT's ``known_embed`` without
+  given frames). DDP then needs ``find_unused_parameters=True`` (an extra autograd traversal per step);
+  train.py passes it only for such backbones (tests/test_backbone_contract.py checks every declaration).
 - ``image_model()``: a context in which the backbone runs as the image model it was built on (Video LDM's
   "alpha = 1", Sec. 3.1). Backbones that are not built on an image model refuse, saying so.
 """
@@ -34,6 +38,8 @@ from ..errors import UserError
 
 class Backbone(nn.Module):
     """Base class of every diffusion backbone: the contract above, with the trivial hooks."""
+
+    has_unused_parameters = False  # every trainable parameter gets a gradient in every training step
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor,
                 cond: Optional[Cond] = None) -> Tuple[torch.Tensor, Any]:
