@@ -32,7 +32,8 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from nano_videodiff.training import presets
+from nano_videodiff.training import planner, presets
+from nano_videodiff.training.paper_configs import check_stage_one
 from nano_videodiff.training.batches import TrainingData, make_batch  # what one training step sees
 from nano_videodiff.errors import ExistingOutput, Interrupted, UserError, run_script
 from nano_videodiff.files import FolderLock, remove_orphans
@@ -144,18 +145,23 @@ def train_autoencoder_first(cfg, changed) -> None:
 
 def main(argv=None) -> dict:
     # ---- config --------------------------------------------------------------------------------------
-    cfg, changed, wants_help = presets.resolve(sys.argv[1:] if argv is None else argv)
+    argv, plan = planner.plan_request(sys.argv[1:] if argv is None else argv)  # --plan [--world_size=W]
+    cfg, changed, wants_help = presets.resolve(argv)
     if wants_help:
-        print(presets.help_text(cfg, "train.py"))
+        print(presets.help_text(cfg, "train.py") + "\n" + planner.HELP)
         return {}
     cfg.data.autoencoder = cfg.data.autoencoder.format(out_dir=cfg.run.out_dir)  # e.g. "{out_dir}/autoencoder/..."
     cfg.validate()
+    if plan is not None:  # memory and compute per device, without training (training/planner.py)
+        print(planner.report(cfg, plan))
+        return {}
     device = pick_device(cfg.run.device)  # a missing GPU is named now, not after data and model are built
 
     # ---- one run at a time per out_dir: rank 0 holds its lock until the run ends (files.py) -------------
     master = int(os.environ.get("RANK", 0)) == 0  # torchrun sets RANK
     with FolderLock(cfg.run.out_dir) if master else contextlib.nullcontext():
         if uses_latents(cfg) and not cfg.run.resume:
+            check_stage_one(cfg)  # stage 2 without stage 1: name the command that trains it
             train_autoencoder_first(cfg, changed)  # two-stage jobs: stage 1 first, in its own run (and folder)
         return train(cfg, changed, device)
 
@@ -256,7 +262,9 @@ def train(cfg, changed, device) -> dict:
     else:
         if cfg.run.compile:
             step_module = torch.compile(step_module)
-        step_module = wrap_for_training(step_module, strategy, device)  # DDP (or the module itself)
+        # DDP (or the module itself); it searches for parameters without a gradient only where the backbone
+        # declares some (an extra autograd traversal per step otherwise, and a warning on every run)
+        step_module = wrap_for_training(step_module, strategy, device, objective.has_unused_parameters)
     # The optimizer comes after the wrapping: FSDP replaces each parameter by this rank's shard.
     o = cfg.optim
     trainable = [p for p in model.parameters() if p.requires_grad]

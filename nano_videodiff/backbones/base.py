@@ -18,6 +18,10 @@ others inherit the trivial one.
   same architecture); Video LDM takes an image U-Net into its spatial layers (Video LDM Sec. 3.1).
 - ``noise_embedder()``: the ``layers.NoiseEmbedder`` that embeds ``c_noise``; a super-resolution stage
   (``upsampler.py``) enables its noise-augmentation branch, so every backbone is told ``cond.aug_sigma``.
+- ``has_unused_parameters`` (class attribute): True for a backbone of which some training step leaves a
+  trainable parameter without a gradient (an input it may not be given, e.g. FIT's ``known_embed`` without
+  given frames). DDP then needs ``find_unused_parameters=True`` (an extra autograd traversal per step);
+  train.py passes it only for such backbones (tests/test_backbone_contract.py checks every declaration).
 - ``image_model()``: a context in which the backbone runs as the image model it was built on (Video LDM's
   "alpha = 1", Sec. 3.1). Backbones that are not built on an image model refuse, saying so.
 - ``conv_in_time(max_distance)``: a context in which the temporal attention of frame i reads only frames j
@@ -44,6 +48,7 @@ class Backbone(nn.Module):
 
     temporal_attention = False  # True: conv_in_time may mask the attention over frames to a band
     temporal_distance: Optional[int] = None  # inside conv_in_time: the band's half-width in frames
+    has_unused_parameters = False  # every trainable parameter gets a gradient in every training step
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor,
                 cond: Optional[Cond] = None) -> Tuple[torch.Tensor, Any]:

@@ -186,11 +186,15 @@ class DiagonalGaussian:
 class CausalVAE(nn.Module):
     """W.A.L.T's causal 3D autoencoder (Sec. 4.1) with a diagonal-Gaussian latent and latent normalisation.
 
+    Its loss gives every parameter a gradient (``has_unused_parameters`` as in the backbone contract).
+
     Videos are (B, T, C, H, W) in [-1, 1] with T = 1 + f_t k; latents are (B, 1 + k, c, H/f_s, W/f_s).
     An image batch (B, C, H, W) or (B, 1, C, H, W) is a one-frame video. ``is_image`` (B,) bool marks
     samples whose T frames are one image repeated (``modality.image_to_video``): their frame 0 is encoded
     alone and its latent repeated over the latent frames; decoding does the same with latent frame 0.
     """
+    has_unused_parameters = False
+
 
     def __init__(self, in_channels: int = 3, channels: int = 32, channel_mult: Sequence[int] = (1, 2),
                  latent_channels: int = 4, spatial_down: int = 4, temporal_down: int = 2,

@@ -141,6 +141,8 @@ class FITBlock(nn.Module):
 class FIT(Backbone):
     """The backbone contract (backbone.py): ``forward(x, c_noise, cond) -> (out, latents)``.
 
+    ``has_unused_parameters``: ``known_embed`` gets no gradient in a step without given frames.
+
     x:       (B, T, C, H, W), already scaled by c_in; T, H, W must be the sizes the model was built for.
     c_noise: (B,) = ln(sigma) / 4.
     cond:    reads ``labels`` (if num_classes > 0), ``stage`` (if num_stages > 0), ``frame_interval``, ``known``,
@@ -152,6 +154,8 @@ class FIT(Backbone):
     latents'; ``group_size`` = (gh, gw) patches per group tile (a group always spans all frames);
     ``depth`` FIT blocks, each with ``global_layers`` latent self-attention layers.
     """
+    has_unused_parameters = True
+
 
     def __init__(self, in_channels: int = 3, num_frames: int = 16, height: int = 32, width: int = 32,
                  patch_size: int = 4, dim: int = 128, heads: int = 4, latent_dim: int = 128,

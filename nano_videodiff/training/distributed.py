@@ -52,12 +52,13 @@ def find_blocks(module: nn.Module) -> List[nn.Module]:
 # ---- Wrapping the training module: none | ddp | fsdp ---------------------------------------------
 
 def wrap_for_training(module: nn.Module, strategy: str, device: torch.device,
-                      find_unused_parameters: bool = True, reshard_after_forward: bool = True) -> nn.Module:
+                      find_unused_parameters: bool = False, reshard_after_forward: bool = True) -> nn.Module:
     """Return the module to call in the training step (``module`` itself for "none" and "fsdp").
 
-    - "ddp": ``find_unused_parameters=True`` because optional inputs (labels, a known mask,
-      self-conditioning) leave some parameters without a gradient in some steps; without it DDP would wait
-      for them forever. ``device_ids`` only on CUDA (on CPU DDP runs the module where it is).
+    - "ddp": pass ``find_unused_parameters=True`` for a model of which some training steps leave parameters
+      without a gradient (``Backbone.has_unused_parameters``, e.g. FIT without given frames): DDP would
+      wait for them forever. Elsewhere it is off: it costs an extra autograd traversal every step (and
+      DDP warns when it finds nothing). ``device_ids`` only on CUDA (on CPU DDP runs the module where it is).
     - "fsdp": FSDP2, applied bottom-up: each block of ``find_blocks`` (or, if there are none, each
       top-level child with parameters) becomes its own shard group, then the root takes what is left
       (embeddings, final layer). A group's parameters are all-gathered just before it runs, so peak

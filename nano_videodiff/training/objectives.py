@@ -11,8 +11,9 @@ EDM's ``training_loop`` calls one loss and takes a step; so does ours, for a den
     extra = objective.finish(cfg, ema, device)       # once, after the last step; saved in the checkpoint
 
 ``objective.model`` is the model itself (what the EMA copies and the checkpoint holds), ``network`` the
-part that learns (parameter counts, activation checkpointing) and ``autoencoder`` the frozen encoder the
-training data goes through (latent diffusion), or None.
+part that learns (parameter counts, activation checkpointing), ``autoencoder`` the frozen encoder the
+training data goes through (latent diffusion), or None, and ``has_unused_parameters`` whether DDP must look
+for parameters without a gradient (the backbone's declaration, backbones/base.py).
 """
 from __future__ import annotations
 
@@ -47,6 +48,10 @@ class DiffusionObjective(nn.Module):
     def autoencoder(self):
         return self.model.autoencoder
 
+    @property
+    def has_unused_parameters(self) -> bool:  # DDP's find_unused_parameters (backbones/base.py)
+        return self.model.backbone.has_unused_parameters
+
     def forward(self, batch) -> torch.Tensor:
         return self.model.loss(batch)
 
@@ -80,6 +85,10 @@ class AutoencoderObjective(nn.Module):
     @property
     def autoencoder(self):
         return None  # stage 1 trains on pixels
+
+    @property
+    def has_unused_parameters(self) -> bool:
+        return self.model.has_unused_parameters
 
     def forward(self, batch) -> torch.Tensor:
         return self.model.loss(batch)

@@ -14,9 +14,18 @@ Sources: VDT (arXiv 2305.13311), the VDT-S/2 and VDT-L/2 configurations of its o
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+import copy
+from pathlib import Path
+from typing import Callable, Dict, Optional
 
 from .config import Config
+from ..errors import MissingFile
+
+# The frame rate of every paper preset on toy Physion, which simulates at 30 fps and sub-samples by an
+# integer stride: 10 fps (every 3rd frame, VDT's and SlotFormer's Physion protocol). The papers' own rates
+# (Snap Video and W.A.L.T train on clips of their datasets at about 8 fps) are not divisors of 30; with
+# ``--dataset=videos`` and real clips, ``--fps`` may be set to them.
+PAPER_FPS = 10.0
 
 
 def _vdt(depth: int, dim: int, heads: int) -> Callable[[], Config]:
@@ -28,7 +37,7 @@ def _vdt(depth: int, dim: int, heads: int) -> Callable[[], Config]:
     def preset() -> Config:
         cfg = Config()
         d, m = cfg.data, cfg.model
-        d.dataset, d.scenario, d.fps, d.num_frames, d.height, d.width = "physion", "collide", 10.0, 16, 128, 128
+        d.dataset, d.scenario, d.fps, d.num_frames, d.height, d.width = "physion", "collide", PAPER_FPS, 16, 128, 128
         d.num_train_clips = 0
         m.backbone, m.depth, m.dim, m.heads, m.patch_size, m.mlp_ratio = "vdt", depth, dim, heads, 16, 4.0
         cfg.task.masking, cfg.task.num_context, cfg.task.context_dropout = "predict", 8, 0.1
@@ -51,7 +60,7 @@ def _snapvideo(name: str) -> Callable[[], Config]:
         cfg = Config()
         d, m = cfg.data, cfg.model
         d.dataset, d.num_frames, d.height, d.width, d.image_fraction, d.max_frame_stride = "physion", 16, 36, 64, 0.5, 4
-        d.scenario = "all"
+        d.scenario, d.fps = "all", PAPER_FPS
         m.backbone, m.depth, m.dim, m.heads, m.patch_size = "fit", k["depth"], k["dim"], k["heads"], k["patch_size"]
         m.mlp_ratio, m.fit_latent_dim, m.fit_latent_heads = k["mlp_ratio"], k["latent_dim"], k["latent_heads"]
         m.fit_num_latents, m.fit_global_layers, m.fit_local_layers = (k["num_latents"], k["global_layers"],
@@ -82,7 +91,7 @@ def _walt(stage: str) -> Callable[[], Config]:
     def preset() -> Config:
         cfg = Config()
         d, m = cfg.data, cfg.model
-        d.dataset, d.scenario, d.fps, d.num_frames, d.height, d.width = "physion", "all", 8.0, 17, 128, 128
+        d.dataset, d.scenario, d.fps, d.num_frames, d.height, d.width = "physion", "all", PAPER_FPS, 17, 128, 128
         d.num_train_clips = 0
         m.vae_channels, m.vae_channel_mult, m.vae_latent_channels = 128, "1,2,2,4", 8
         m.vae_spatial_down, m.vae_temporal_down = 8, 4
@@ -153,3 +162,45 @@ PAPER_PARAMETERS = {
 }
 # Stage-1 autoencoders have no parameter count in their paper; they are listed with their measured size.
 AUTOENCODERS = ("walt_vae",)
+
+
+# ``reduced``: the width and depth of a preset's network shrunk to these, everything else left as it is.
+REDUCED_DIM, REDUCED_HEADS, REDUCED_DEPTH = 32, 2, 2
+REDUCED_CHANNELS = 16  # U-Net and autoencoder base width (their channel multipliers, i.e. levels, are kept)
+
+
+def reduced(cfg: Config) -> Config:
+    """The same preset with a narrow, shallow network: a shape-preserving stand-in that trains in seconds.
+
+    Only widths (token width, heads, FIT's latent width, U-Net and autoencoder channels) and depths (blocks,
+    FIT's global layers, U-Net residual blocks per level) change. Data, clip shape, frame rate, patching,
+    windows, FIT's groups and latent count, the U-Net's levels and attention resolutions, the autoencoder's
+    down-sampling factors and latent channels, conditioning, task and diffusion settings are the preset's,
+    so a reduced step runs every code path of the full one. A reduced stage 2 (``walt_l``) reads the latents
+    of a reduced stage 1 (``walt_vae``): both shrink the autoencoder the same way.
+    """
+    cfg = copy.deepcopy(cfg)
+    m = cfg.model
+    m.dim, m.heads, m.depth = REDUCED_DIM, REDUCED_HEADS, min(m.depth, REDUCED_DEPTH)
+    m.fit_latent_dim, m.fit_latent_heads = (REDUCED_DIM if m.fit_latent_dim else 0), 0
+    m.fit_global_layers = min(m.fit_global_layers, 1)
+    m.fit_local_layers = min(m.fit_local_layers, 1)
+    m.unet_channels, m.unet_num_res_blocks = REDUCED_CHANNELS, min(m.unet_num_res_blocks, 1)
+    m.vae_channels = REDUCED_CHANNELS
+    return cfg
+
+
+def check_stage_one(cfg: Config) -> None:
+    """Stage 2 of a two-stage job without its stage-1 checkpoint: a MissingFile error naming the command that
+    trains it (the preset writing into that folder, e.g. ``python train.py --config=walt_vae``). Nothing to
+    check in pixel space, or when train.py trains stage 1 itself first (``autoencoder_preset``)."""
+    from .presets import PRESETS  # presets.py imports this module
+    path = Path(cfg.data.autoencoder)
+    if not cfg.data.autoencoder or cfg.data.autoencoder_preset or path.exists():
+        return
+    makers = [name for name, preset in PRESETS.items()
+              if preset().model.backbone == "causal_vae" and Path(preset().run.out_dir) / "ckpt.pt" == path]
+    command = f"python train.py --config={makers[0]}" if makers else \
+        f"python train.py --backbone=causal_vae --out_dir={path.parent}"
+    raise MissingFile(f"{path} does not exist: this is stage 2 of a two-stage job (latent diffusion); train its "
+                      f"autoencoder first with `{command}`, or pass --autoencoder=<a trained one's ckpt.pt>")
