@@ -41,6 +41,7 @@ from nano_videodiff.errors import ExistingOutput, MissingFile, UserError, run_sc
 from nano_videodiff.training.config import Config, options_help, parse_into, split_args
 from nano_videodiff.generation import generate, show_known
 from nano_videodiff.hardware import pick_device, resolve_dtype
+from nano_videodiff.evaluation.i3d import load_i3d
 from nano_videodiff.evaluation.metrics import psnr, ssim
 from nano_videodiff.models import load_model
 from nano_videodiff.rollout import context_frames, rollout
@@ -75,6 +76,8 @@ class SampleArgs:
     eval_clips: int = 64          # --eval: how many held-out clips
     num_frames: int = 0           # predict: frames of the video (0 = the model's T; more: autoregressive rollout)
     horizon: int = 0              # --eval on toy Physion: roll out H frames, scored per step and window
+    fvd_weights: str = ""         # --eval: an I3D file (i3d_torchscript.pt or a state dict) for FVD; never downloaded
+    readout_clips: int = 0        # --eval on physion_all: training clips for Physion's OCP readout (0 = none)
     mnist_test_seq: str = ""      # --eval on Moving MNIST: the standard mnist_test_seq.npy (or its folder);
                                   # "" = generated clips (evaluation/mmnist_protocol.py)
     image_model: bool = False     # videoldm: also sample its frozen image model (temporal layers off) from the
@@ -96,6 +99,8 @@ class SampleArgs:
             (self.dtype in ("auto", "fp32", "bf16"), f"--dtype must be auto, fp32 or bf16, got {self.dtype!r}"),
             (self.task in masking.TASKS, f"unknown task {self.task!r}; choose from {', '.join(masking.TASKS)}"),
             (self.eval or not self.mnist_test_seq, "--mnist_test_seq is the test set of --eval; pass --eval too"),
+            (self.eval or not (self.fvd_weights or self.readout_clips), "--fvd_weights and --readout_clips "
+                                                                       "score --eval; pass --eval too"),
             (self.guidance in ("label", "context"), f"--guidance must be label or context, got {self.guidance!r}"),
             (self.solver in ("", "heun", "euler"), f"--solver must be heun or euler, got {self.solver!r}"),
             (self.num_videos >= 1, f"--num_videos must be >= 1, got {self.num_videos}"),
@@ -218,6 +223,7 @@ def main(argv=None):
     if old_samples(out_dir) and not args.overwrite:
         raise ExistingOutput(f"{out_dir} already holds samples; pass --overwrite (it replaces them all) or "
                              "another --out_dir")
+    extractor = load_i3d(args.fvd_weights, device) if args.fvd_weights else None  # FVD's network, or fail now
     model, cfg = load_model(args.ckpt, args.use_ema, device)
     if args.method:  # a video longer than the model's window
         from nano_videodiff import long_videos
@@ -238,13 +244,15 @@ def main(argv=None):
         clear_old_samples(out_dir)
         return horizon.save_horizon(result, out_dir, num_videos=n, fps=d.fps)
     if args.eval:  # forward prediction scored against copy-last, constant velocity and the simulator
-        from nano_videodiff.evaluation import physics_eval
+        from nano_videodiff.evaluation import physics_eval, report
         result = physics_eval.evaluate_prediction(
             model, cfg, num_clips=args.eval_clips, steps=args.steps, seed=args.seed, device=device,
             batch_size=args.batch_size, dtype=args.dtype, num_context=args.num_context, data_seed=args.data_seed,
             return_clips=True, progress=True, solver=args.solver, cfg_scale=args.cfg_scale,
             guidance=args.guidance, S_churn=args.S_churn)
         print(physics_eval.format_table(result))
+        report.extend(result, model, cfg, extractor, args.readout_clips, device, steps=args.steps, seed=args.seed,
+                      batch_size=args.batch_size, dtype=args.dtype, solver=args.solver)
         clear_old_samples(out_dir)
         physics_eval.save_evaluation(result, out_dir, num_videos=n, fps=d.fps)
         print(f"wrote {out_dir / 'eval.json'} and {min(n, result['num_clips'])} videos [given | model | truth]")

@@ -29,19 +29,15 @@ Scores, the same for every row, on ``--eval_clips`` held-out clips (no downloade
 
 - prediction PSNR / SSIM of the generated frames, if the preset masks (``predict`` task, e.g. toy Physion
   Collide: 8 frames given, 8 generated);
-- **frame statistics FD**: the Frechet distance between Gaussians fitted to hand-made per-frame
-  statistics of generated and of real frames (an analogue of FID's "per-frame" view, not FID): foreground
-  area (pixels away from the background colour), number of objects (connected foreground components),
-  foreground colour histogram (4 bins per channel), mean image-gradient magnitude (sharpness/noise) and
-  the residual noise on the background. Each statistic is standardised by the mean and std of the
-  real reference set (std floored at 0.01, so a statistic that is nearly constant on real data counts
-  strongly, but finitely); leftover sampling noise therefore shows up as a large distance;
-- **motion statistics FD**: the same distance on per-clip motion statistics (an analogue of FVD's "per-clip"
-  view, not FVD): mean and spread of the frame-to-frame absolute difference, mean and spread of object
-  speed (each object's centroid to the nearest object centroid in the next frame), and the flicker of the
-  object count and foreground area over time.
-- Both are also printed for real clips against the same reference ("real vs real"): the floor that
-  sampling noise alone reaches with this many clips. Numbers near it mean "indistinguishable here".
+- **toy-feature FD / KID**: the Frechet distance and KID (``nano_videodiff/evaluation/distances.py``)
+  between the features of generated and of real clips in the shipped toy video network
+  (``nano_videodiff/evaluation/toy_features.py``: a small 3D convnet trained by this project on toy Physion
+  to tell the scenario, contact, object speeds and real from shuffled frame order): FVD's idea with an
+  offline, toy-domain network, NOT FVD;
+- both also for real clips against the same reference ("real vs real"): the floor that sampling noise alone
+  reaches with this many clips. Numbers near it mean "indistinguishable here";
+- ``--seeds=0,1,2`` trains every row once per seed and prints mean ± std over seeds, so the table says when
+  a difference between rows is smaller than the spread of one row.
 
 Generated samples are scored on what the model generated: whole clips for an unconditional preset
 (bouncing_balls), the predicted frames for a masked one. The reference is a second, disjoint set of
@@ -68,10 +64,9 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -82,7 +77,10 @@ from nano_videodiff import masking  # noqa: E402
 from nano_videodiff.conditioning import Batch  # noqa: E402
 from nano_videodiff.edm import input_scale  # noqa: E402
 from nano_videodiff.generation import generate  # noqa: E402
+from nano_videodiff.evaluation import toy_features  # noqa: E402
+from nano_videodiff.evaluation.distances import frechet_distance, kernel_distance  # noqa: E402
 from nano_videodiff.evaluation.metrics import psnr, ssim  # noqa: E402
+from nano_videodiff.evaluation.stats import seed_spread  # noqa: E402
 from nano_videodiff.models import build_denoiser, count_parameters, resolved_sigma_in  # noqa: E402
 from nano_videodiff.training.objectives import DiffusionObjective  # noqa: E402
 
@@ -93,7 +91,7 @@ PAPER_SIGMA_IN = {"i": "1", "ii": "4", "iii": "2", "iv": "1/4", "v": "4"}
 ROW_NAMES = {"i": "EDM", "ii": "scaled, EDM's sigma_data", "iii": "reduced sigma_in",
              "iv": "images not as videos", "v": "full framework (Ours)"}
 ROW_ORDER = ("i", "ii", "iii", "iv", "v")
-ROW_KEYS = {"config", "sigma_data", "sigma_in", "image_fraction", "backbone", "max_steps", "out_dir"}
+ROW_KEYS = {"config", "sigma_data", "sigma_in", "image_fraction", "backbone", "max_steps", "out_dir", "seed"}
 # --tiny: the preset's data (same T, resolution and so the same auto sigma_in), a much smaller network
 TINY = ["--dim=32", "--depth=2", "--heads=2", "--patch_size=8", "--batch_size=8"]
 IMAGE_MODES = {  # how the image rows of a joint batch are trained
@@ -197,115 +195,20 @@ def swapped(module, name: str, value):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Sample statistics and their Frechet distance (no downloaded weights; NOT FID/FVD)
+# Learned-feature distances (the shipped toy video network; offline; NOT FID/FVD)
 # ----------------------------------------------------------------------------------------------------
 
-def background_colour(videos: torch.Tensor) -> torch.Tensor:
-    """The background colour (C,) in [0, 1]: the per-channel median pixel of real clips."""
-    rgb = (videos.float() + 1) / 2
-    return rgb.transpose(0, 2).reshape(videos.shape[2], -1).median(dim=1).values
-
-
-def components(fg: torch.Tensor) -> torch.Tensor:
-    """Connected components (8-neighbourhood) of boolean masks (N, H, W): labels (N, H, W), 0 = background.
-
-    Every foreground pixel starts with its own id; a 3x3 max filter restricted to the foreground spreads
-    the largest id over each component until nothing changes (no scipy needed).
-    """
-    n, h, w = fg.shape
-    dtype = torch.float32 if n * h * w < 2**24 else torch.float64  # ids must be exact
-    mask = fg.view(n, 1, h, w).to(dtype)
-    labels = torch.arange(1, n * h * w + 1, dtype=dtype).view(n, 1, h, w) * mask
-    for _ in range(h * w):
-        grown = F.max_pool2d(labels, 3, stride=1, padding=1) * mask
-        if torch.equal(grown, labels):
-            break
-        labels = grown
-    return labels.view(n, h, w).long()
-
-
-def frame_and_clip_features(videos: torch.Tensor, bg: torch.Tensor, fg_threshold: float = 0.25,
-                            min_area: int = 2, bins: int = 4):
-    """Per-frame statistics (B*T, 16) and per-clip motion statistics (B, 6) of videos (B, T, C, H, W)."""
-    b, t, c, h, w = videos.shape
-    rgb = ((videos.float() + 1) / 2).clamp(0, 1).reshape(b * t, c, h, w)
-    dist = (rgb - bg.view(1, c, 1, 1)).norm(dim=1)  # (N, H, W) distance from the background colour
-    fg = dist > fg_threshold
-    n_fg = fg.sum((1, 2)).clamp(min=1)
-    area = fg.float().mean((1, 2))
-    # connected components, their areas and centroids
-    labels = components(fg)
-    flat = labels.flatten()
-    counts = torch.bincount(flat, minlength=1).double()
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
-                            indexing="ij")
-    cx = torch.bincount(flat, weights=xs.flatten().repeat(b * t)) / counts.clamp(min=1)
-    cy = torch.bincount(flat, weights=ys.flatten().repeat(b * t)) / counts.clamp(min=1)
-    frame_of = torch.arange(b * t).repeat_interleave(h * w)
-    owner = torch.zeros_like(counts, dtype=torch.long)
-    owner[flat] = frame_of  # the frame each label lives in
-    keep = (counts >= min_area) & (torch.arange(len(counts)) > 0)
-    num_objects = torch.bincount(owner[keep], minlength=b * t).double()
-    # colour histogram of the foreground pixels: `bins` bins per channel, as fractions of the foreground
-    idx = (rgb * bins).long().clamp(max=bins - 1)  # (N, C, H, W)
-    hist = torch.stack([((idx[:, ch] == k) & fg).sum((1, 2)) for ch in range(c) for k in range(bins)], 1)
-    hist = hist.double() / n_fg[:, None]
-    grad = ((rgb[..., 1:, :] - rgb[..., :-1, :]).abs().mean((1, 2, 3))
-            + (rgb[..., :, 1:] - rgb[..., :, :-1]).abs().mean((1, 2, 3)))
-    bg_noise = (dist * ~fg).sum((1, 2)) / (~fg).sum((1, 2)).clamp(min=1)
-    frame_feats = torch.cat([area[:, None].double(), num_objects[:, None], hist, grad[:, None].double(),
-                             bg_noise[:, None].double()], 1)
-
-    # motion: frame differences and object speeds (nearest centroid in the next frame)
-    diff = (videos[:, 1:].float() - videos[:, :-1].float()).abs().mean((2, 3, 4)).double()  # (B, T-1)
-    centroids = torch.stack([cx, cy], 1)
-    kept = keep.nonzero().flatten()
-    kept = kept[torch.argsort(owner[kept], stable=True)]  # object labels grouped by frame
-    per_frame = torch.split(centroids[kept], torch.bincount(owner[kept], minlength=b * t).tolist())
-    speed_mean, speed_std = torch.zeros(b, dtype=torch.float64), torch.zeros(b, dtype=torch.float64)
-    for i in range(b):
-        speeds = []
-        for j in range(t - 1):
-            now, nxt = per_frame[i * t + j], per_frame[i * t + j + 1]
-            if len(now) and len(nxt):
-                speeds.append(torch.cdist(now, nxt).min(1).values)
-        if speeds:
-            s = torch.cat(speeds)
-            speed_mean[i], speed_std[i] = s.mean(), (s.std() if len(s) > 1 else 0.0)
-    objs, ar = num_objects.view(b, t), area.view(b, t).double()
-    clip_feats = torch.stack([diff.mean(1), diff.std(1) if t > 2 else torch.zeros(b, dtype=torch.float64),
-                              speed_mean, speed_std, objs.std(1), ar.std(1)], 1)
-    return frame_feats, clip_feats
-
-
-def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2) between Gaussians fitted to (N, D) rows."""
-    a, b = a.double(), b.double()
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = torch.cov(a.T).reshape(a.shape[1], a.shape[1]), torch.cov(b.T).reshape(b.shape[1], b.shape[1])
-    w, v = torch.linalg.eigh(s_a)
-    root_a = v @ torch.diag(w.clamp(min=0).sqrt()) @ v.T
-    cross = torch.linalg.eigvalsh(root_a @ s_b @ root_a).clamp(min=0).sqrt().sum()
-    return float((mu_a - mu_b).pow(2).sum() + s_a.trace() + s_b.trace() - 2 * cross)
-
-
 class SampleStats:
-    """Frechet distances of frame and motion statistics against a fixed set of real reference clips."""
+    """Toy-feature Frechet distance and KID (nano_videodiff/evaluation/toy_features.py) of generated clips
+    against a fixed set of real reference clips."""
 
     def __init__(self, reference: torch.Tensor):
-        self.bg = background_colour(reference)
-        frames, clips = frame_and_clip_features(reference, self.bg)
-        self.ref = {"frame": frames, "motion": clips}
-        # standardise each statistic by the reference (a floor on the std keeps constant ones finite)
-        self.scale = {k: (v.mean(0), v.std(0).clamp(min=1e-2)) for k, v in self.ref.items()}
+        self.net = toy_features.load_features()
+        self.ref = toy_features.features(self.net, reference)
 
     def distances(self, videos: torch.Tensor) -> dict:
-        frames, clips = frame_and_clip_features(videos, self.bg)
-        out = {}
-        for key, feats in (("frame", frames), ("motion", clips)):
-            mean, std = self.scale[key]
-            out[key] = frechet_distance((feats - mean) / std, (self.ref[key] - mean) / std)
-        return out
+        feats = toy_features.features(self.net, videos)
+        return {"fd": frechet_distance(self.ref, feats), "kid": kernel_distance(self.ref, feats)[0]}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -323,10 +226,12 @@ def evaluation_data(cfg, n: int) -> dict:
             "reference": batch["video"][n:]}
 
 
-def run(key: str, row: dict, args, stats_cache: dict) -> dict:
-    out_dir = Path(args.out_dir) / f"row_{key}"
+def run(key: str, row: dict, args, stats_cache: dict, seed: Optional[int] = None) -> dict:
+    out_dir = Path(args.out_dir) / (f"row_{key}" if seed is None else f"row_{key}_seed{seed}")
     argv = [*row["overrides"], f"--max_steps={args.steps}", f"--out_dir={out_dir}", "--overwrite",
             "--preview_every=0", f"--ckpt_every={max(args.steps, 1)}", f"--dtype={args.dtype}"]
+    if seed is not None:
+        argv.append(f"--seed={seed}")
     if args.warmup_steps >= 0:
         argv.append(f"--warmup_steps={args.warmup_steps}")
     t0 = time.time()
@@ -361,11 +266,31 @@ def run(key: str, row: dict, args, stats_cache: dict) -> dict:
         stats_cache["floor"] = stats_cache["stats"].distances(data["video"][:, frames])
     out = {"key": key, "params_M": count_parameters(ema.backbone) / 1e6, "sigma_in": ema.sigma_in,
            "sigma_data": ema.sigma_data, "minutes": minutes, "eval_minutes": (time.time() - t1) / 60,
-           **{f"fd_{k}": v for k, v in stats_cache["stats"].distances(videos[:, frames]).items()}}
+           **stats_cache["stats"].distances(videos[:, frames])}
     if known is not None:
         out["psnr"] = float(psnr(videos[:, frames], data["video"][:, frames]).mean())
         out["ssim"] = float(ssim(videos[:, frames], data["video"][:, frames]).mean())
     return out
+
+
+SCORES = ("psnr", "ssim", "fd", "kid", "minutes")
+
+
+def combine_seeds(outs: List[dict]) -> dict:
+    """One row's runs over training seeds: each score as (mean, std over seeds); an error if any run failed."""
+    failed = [o for o in outs if "error" in o]
+    if failed:
+        return failed[0]
+    combined = dict(outs[0], seeds=len(outs))
+    for key in SCORES:
+        if key in outs[0]:
+            combined[key] = seed_spread([o[key] for o in outs])
+    return combined
+
+
+def _spread(value, spec: str) -> str:
+    mean, std = value
+    return f"{mean:{spec}} ± {std:{spec}}" if std else f"{mean:{spec}}"
 
 
 def count_params_line(results: Dict[str, dict]) -> str:
@@ -377,13 +302,14 @@ def print_table(rows: Dict[str, dict], results: Dict[str, dict], args, cfg, floo
     masked = cfg.task.masking != "none"
     print(f"\n### Snap Video Table 3 at toy scale: {args.preset} ({cfg.data.num_frames} frames of "
           f"{cfg.data.height}x{cfg.data.width}), {cfg.model.backbone.upper()}, {args.steps} steps per "
-          f"row, batch {cfg.optim.batch_size}, image_fraction {args.image_fraction}, same seed and data"
+          f"row, batch {cfg.optim.batch_size}, image_fraction {args.image_fraction}, same data, "
+          f"training seeds {args.seed_list or 'of the preset'}"
           + (f"; every row with {' '.join(args.extra)}" if args.extra else "")
           + f"; {count_params_line(results)}\n")
     head = ["row", "sigma_data", "sigma_in", "images"]
     if masked:
         head += ["pred. PSNR (dB)", "pred. SSIM"]
-    head += ["frame-stats FD", "motion-stats FD", "train s", "paper sigma_in", "paper FID / FVD / CLIPSIM"]
+    head += ["toy-feature FD", "toy-feature KID", "train s", "paper sigma_in", "paper FID / FVD / CLIPSIM"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for key, row in rows.items():
@@ -398,17 +324,18 @@ def print_table(rows: Dict[str, dict], results: Dict[str, dict], args, cfg, floo
             cells += [f"error: {err}"] + [""] * (len(head) - len(cells) - 3)
         else:
             if masked:
-                cells += [f"{r['psnr']:.2f}", f"{r['ssim']:.3f}"]
-            cells += [f"{r['fd_frame']:.2f}", f"{r['fd_motion']:.2f}", f"{60 * r['minutes']:.0f}"]
+                cells += [_spread(r["psnr"], ".2f"), _spread(r["ssim"], ".3f")]
+            cells += [_spread(r["fd"], ".2f"), _spread(r["kid"], ".4f"), f"{60 * r['minutes'][0]:.0f}"]
         cells += [PAPER_SIGMA_IN[key], paper]
         print("| " + " | ".join(cells) + " |")
     if floor:
         cells = ["real vs real (floor)", "", "", ""] + (["", ""] if masked else [])
-        cells += [f"{floor['frame']:.2f}", f"{floor['motion']:.2f}", "", "", ""]
+        cells += [f"{floor['fd']:.2f}", f"{floor['kid']:.4f}", "", "", ""]
         print("| " + " | ".join(cells) + " |")
     print(f"\nToy numbers are directional only: {args.eval_clips} clips, a tiny model and {args.steps} steps, "
           "against the paper's 500M-parameter FIT trained for 550k steps. Lower FD is better (floor: two real "
-          "sets); the FDs are distances between hand-made frame and motion statistics, NOT FID/FVD; the "
+          "sets); FD/KID are over the features of the shipped toy video network (evaluation/toy_features.py), NOT "
+          "FID/FVD; a ± is the std over training seeds (--seeds); the "
           "paper's CLIPSIM (text alignment) has no analogue here. sigma_in \"a / b\" = images / videos.")
     if "iv" in rows:
         note = {"frames": "image rows trained as separate 1-frame samples with sigma_in = s (s sqrt(T) at T = 1) "
@@ -434,7 +361,10 @@ def main(argv=None):
     p.add_argument("--dtype", default="bf16")
     p.add_argument("--out_dir", default="benchmarks/out/snap_ablation")
     p.add_argument("--tiny", action="store_true", help="development sizes: " + " ".join(TINY))
+    p.add_argument("--seeds", default="", help="training seeds, e.g. 0,1,2: every row once per seed, "
+                   "scores as mean ± std over seeds (default: the preset's one seed)")
     args, passthrough = p.parse_known_args(argv)
+    args.seed_list = [int(x) for x in args.seeds.split(",") if x.strip()]
     extra = [f"--max_frame_stride={args.max_frame_stride}"] if args.max_frame_stride != 1 else []
     extra += (TINY if args.tiny else []) + passthrough
     args.extra = extra
@@ -460,10 +390,13 @@ def main(argv=None):
     results, cache = {}, {}
     for key, row in rows.items():
         print(f"\n=== row ({key}) {row['name']}: {' '.join(row['overrides'][1:])} [{row['image_mode']}]")
-        try:
-            results[key] = run(key, row, args, cache)
-        except Exception as e:  # a benchmark reports, it does not fail
-            results[key] = {"error": repr(e)}
+        outs = []
+        for seed in args.seed_list or [None]:
+            try:
+                outs.append(run(key, row, args, cache, seed))
+            except Exception as e:  # a benchmark reports, it does not fail
+                outs.append({"error": repr(e)})
+        results[key] = combine_seeds(outs)
     cfg, _, _ = presets.resolve(next(iter(rows.values()))["overrides"]) if rows else (None, None, None)
     if cfg is not None:
         print_table(rows, results, args, cfg, cache.get("floor", {}))

@@ -187,15 +187,12 @@ def test_row_iv_interval_tells_images_the_video_interval():
     assert not torch.allclose(loss, plain)
 
 
-def test_sample_statistics_rank_real_clips_above_noise():
-    import toy_data
-    cfg = config("--num_frames=6", "--resolution=16")
-    clips = toy_data.get_batch(toy_data.build_dataset(cfg.data, "test"), range(24))["video"]
-    stats = snap_ablation.SampleStats(clips[12:])
-    real, noise = stats.distances(clips[:12]), stats.distances(torch.rand_like(clips[:12]) * 2 - 1)
-    still = stats.distances(clips[:12, :1].expand_as(clips[:12]))
-    assert real["frame"] < noise["frame"] and real["motion"] < noise["motion"]
-    assert real["motion"] < still["motion"]  # frozen clips have real frames but no motion
-    a = torch.randn(200, 3, dtype=torch.float64)
-    assert snap_ablation.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
-    assert snap_ablation.frechet_distance(a, a + 2) == pytest.approx(12.0, rel=1e-6)  # |mu|^2 = 3 * 4
+def test_learned_feature_distances_rank_real_clips_above_noise_and_frozen_clips():
+    """The ablation's scores are the shipped toy video network's FD/KID (evaluation/toy_features.py)."""
+    from nano_videodiff.evaluation import toy_features
+    clips = toy_features.physion_clips("test", 256, progress=False)["video"][:48]
+    stats = snap_ablation.SampleStats(clips[24:])
+    real, noise = stats.distances(clips[:24]), stats.distances(torch.rand_like(clips[:24]) * 2 - 1)
+    still = stats.distances(clips[:24, :1].expand_as(clips[:24]))
+    assert real["fd"] < noise["fd"] and real["kid"] < noise["kid"]
+    assert real["fd"] < still["fd"]  # frozen clips have real frames but no motion

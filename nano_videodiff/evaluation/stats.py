@@ -7,8 +7,8 @@ and works as well for a mean of per-clip scores (PSNR, a contact verdict) as for
 distance, recomputed on each resampled set). It measures the spread due to *which clips* were scored, not
 due to training seeds: ``benchmarks/*.py --seeds`` repeat the training for that.
 
-    mean, lo, hi = mean_interval(per_clip_psnr)                 # a per-clip score
-    d, lo, hi = set_interval(lambda idx: frechet(f[idx]), n)    # any statistic of a resampled set
+    mean, lo, hi = mean_interval(per_clip_psnr)                 # a per-clip score (percentile interval)
+    d, lo, hi = set_interval(lambda idx: frechet(f[idx]), n)    # a set statistic (basic interval)
 """
 from __future__ import annotations
 
@@ -45,10 +45,17 @@ def mean_interval(values, num_resamples: int = NUM_RESAMPLES, level: float = LEV
 
 def set_interval(statistic: Callable[[torch.Tensor], float], n: int, num_resamples: int = 200,
                  level: float = LEVEL, seed: int = 0) -> Tuple[float, float, float]:
-    """(value on all n clips, low, high) of ``statistic(indices)``, recomputed on resampled index sets
-    (fewer resamples by default: a set statistic such as a Frechet distance costs an eigendecomposition)."""
+    """(value v on all n clips, low, high) of ``statistic(indices)``, recomputed on resampled index sets
+    (fewer resamples by default: a set statistic such as a Frechet distance costs an eigendecomposition).
+
+    The *basic* bootstrap interval [2 v - q_high, 2 v - q_low] (Davison & Hinkley 1997, "Bootstrap Methods
+    and their Application", Eq. 5.6), not the percentile one: a resampled set repeats clips, which biases
+    a Frechet distance upwards (fewer distinct clips), and the basic interval subtracts that bias instead
+    of reporting it. Clipped at 0 from below (distances are >= 0)."""
     values = torch.tensor([statistic(idx) for idx in resample_indices(n, num_resamples, seed)], dtype=torch.float64)
-    return (float(statistic(torch.arange(n))), *_percentiles(values, level))
+    value = float(statistic(torch.arange(n)))
+    q_low, q_high = _percentiles(values, level)
+    return value, max(2 * value - q_high, 0.0), max(2 * value - q_low, 0.0)
 
 
 def format_interval(mean: float, lo: float, hi: float, spec: str = ".3f") -> str:

@@ -5,8 +5,9 @@ FVD's idea (Unterthiner et al. 2018, arXiv 1812.01717) is to compare real and ge
 space of a network trained to recognise what happens in videos (I3D on Kinetics, ``fvd.py``). Its weights
 are not shipped and often unavailable, and toy clips are far from Kinetics anyway. This module keeps the
 idea and changes the network: ``ToyVideoNet``, a 3D convnet (four 3x3x3 convolutions, GroupNorm, GELU,
-global average pooling, 0.24M parameters) trained by this project on toy Physion clips of all eight
-scenarios to predict
+global average pooling, 0.24M parameters) that sees each frame and its difference to the previous frame
+(a cheap motion stream, as the optical-flow stream of Simonyan & Zisserman 2014, arXiv 1406.2199), trained
+by this project on toy Physion clips of all eight scenarios to predict
 
 - the scenario (8 classes) and whether the agent touches the patient (Physion's OCP label), from the clip;
 - the agent's and patient's mean speed (from the simulator's states; standardised regression targets);
@@ -60,7 +61,7 @@ class ToyVideoNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        layers, channels = [], 3
+        layers, channels = [], 6  # RGB and the difference to the previous frame
         for width, stride in zip(WIDTHS, STRIDES):
             layers += [nn.Conv3d(channels, width, 3, stride, padding=1), nn.GroupNorm(4, width), nn.GELU()]
             channels = width
@@ -75,7 +76,8 @@ class ToyVideoNet(nn.Module):
         if (h, w) != (SIZE, SIZE):
             x = F.interpolate(x.flatten(0, 1), size=(SIZE, SIZE), mode="bilinear", align_corners=False,
                               antialias=True).unflatten(0, (b, t))
-        x = self.convs(x.transpose(1, 2))  # (B, C, T, H, W) for Conv3d
+        motion = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], 1)  # the frame differences
+        x = self.convs(torch.cat([x, motion], 2).transpose(1, 2))  # (B, 2C, T, H, W) for Conv3d
         return self.project(x.mean((2, 3, 4)))
 
     def predict(self, video: torch.Tensor) -> Dict[str, torch.Tensor]:
