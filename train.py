@@ -160,8 +160,9 @@ def main(argv=None) -> dict:
     # ---- one run at a time per out_dir: rank 0 holds its lock until the run ends (files.py) -------------
     master = int(os.environ.get("RANK", 0)) == 0  # torchrun sets RANK
     with FolderLock(cfg.run.out_dir) if master else contextlib.nullcontext():
-        if uses_latents(cfg) and not cfg.run.resume:
+        if not cfg.run.resume:
             check_stage_one(cfg)  # stage 2 without stage 1: name the command that trains it
+        if uses_latents(cfg) and not cfg.run.resume:
             train_autoencoder_first(cfg, changed)  # two-stage jobs: stage 1 first, in its own run (and folder)
         return train(cfg, changed, device)
 

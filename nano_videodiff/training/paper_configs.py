@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from dataclasses import fields
+from typing import Callable, Dict, List
 
 from .config import Config
 from ..errors import MissingFile
@@ -181,26 +182,42 @@ def reduced(cfg: Config) -> Config:
     """
     cfg = copy.deepcopy(cfg)
     m = cfg.model
-    m.dim, m.heads, m.depth = REDUCED_DIM, REDUCED_HEADS, min(m.depth, REDUCED_DEPTH)
-    m.fit_latent_dim, m.fit_latent_heads = (REDUCED_DIM if m.fit_latent_dim else 0), 0
-    m.fit_global_layers = min(m.fit_global_layers, 1)
-    m.fit_local_layers = min(m.fit_local_layers, 1)
-    m.unet_channels, m.unet_num_res_blocks = REDUCED_CHANNELS, min(m.unet_num_res_blocks, 1)
-    m.vae_channels = REDUCED_CHANNELS
+    # never larger than the preset's; the fields of the other backbones change too (and are not read)
+    m.dim, m.heads, m.depth = min(m.dim, REDUCED_DIM), min(m.heads, REDUCED_HEADS), min(m.depth, REDUCED_DEPTH)
+    m.fit_latent_dim, m.fit_latent_heads = min(m.fit_latent_dim, REDUCED_DIM), 0  # 0 = dim, heads
+    m.fit_global_layers, m.fit_local_layers = min(m.fit_global_layers, 1), min(m.fit_local_layers, 1)
+    m.unet_channels = min(m.unet_channels, REDUCED_CHANNELS)
+    m.unet_num_res_blocks = min(m.unet_num_res_blocks, 1)
+    m.vae_channels = min(m.vae_channels, REDUCED_CHANNELS)
     return cfg
 
 
+def reduced_args(cfg: Config) -> List[str]:
+    """``reduced(cfg)`` as command-line overrides (``--dim=32 --depth=2 ...``): what ``train.py
+    --config=NAME`` needs to train the reduced variant, stage 1 of a two-stage job included."""
+    small = reduced(cfg)
+    return [f"--{f.name}={getattr(small.model, f.name)}" for f in fields(small.model)
+            if getattr(small.model, f.name) != getattr(cfg.model, f.name)]
+
+
 def check_stage_one(cfg: Config) -> None:
-    """Stage 2 of a two-stage job without its stage-1 checkpoint: a MissingFile error naming the command that
-    trains it (the preset writing into that folder, e.g. ``python train.py --config=walt_vae``). Nothing to
-    check in pixel space, or when train.py trains stage 1 itself first (``autoencoder_preset``)."""
+    """Stage 2 of a two-stage job without its stage-1 checkpoint (``--autoencoder`` of latent diffusion, or
+    ``--init_from``, e.g. Video LDM's image model): a MissingFile error naming the command that trains it (the
+    preset writing into that folder, e.g. ``python train.py --config=walt_vae``). Nothing to check when
+    train.py trains stage 1 itself first (``autoencoder_preset``)."""
+    needed = [] if cfg.data.autoencoder_preset else [("--autoencoder", cfg.data.autoencoder, True)]
+    needed.append(("--init_from", cfg.run.init_from, False))
+    for flag, path, autoencoder in needed:
+        if path and not Path(path).exists():
+            raise MissingFile(f"{path} does not exist: this is stage 2 of a two-stage job; train stage 1 first "
+                              f"with `{stage_one_command(Path(path), autoencoder)}`, or pass {flag}=<its ckpt.pt>")
+
+
+def stage_one_command(path: Path, autoencoder: bool) -> str:
+    """The preset whose run writes ``path`` (an autoencoder for latent diffusion), as a command."""
     from .presets import PRESETS  # presets.py imports this module
-    path = Path(cfg.data.autoencoder)
-    if not cfg.data.autoencoder or cfg.data.autoencoder_preset or path.exists():
-        return
-    makers = [name for name, preset in PRESETS.items()
-              if preset().model.backbone == "causal_vae" and Path(preset().run.out_dir) / "ckpt.pt" == path]
-    command = f"python train.py --config={makers[0]}" if makers else \
-        f"python train.py --backbone=causal_vae --out_dir={path.parent}"
-    raise MissingFile(f"{path} does not exist: this is stage 2 of a two-stage job (latent diffusion); train its "
-                      f"autoencoder first with `{command}`, or pass --autoencoder=<a trained one's ckpt.pt>")
+    for name, preset in PRESETS.items():
+        cfg = preset()
+        if Path(cfg.run.out_dir) / "ckpt.pt" == path and (cfg.model.backbone == "causal_vae") >= autoencoder:
+            return f"python train.py --config={name}"
+    return f"python train.py {'--backbone=causal_vae ' if autoencoder else ''}--out_dir={path.parent}"

@@ -86,7 +86,7 @@ def compute_dtype(cfg) -> str:
     return "fp32" if cfg.run.dtype == "fp32" else "bf16"
 
 
-def synthetic_inputs(cfg, batch: int):
+def synthetic_inputs(cfg, batch: int, device="cpu"):
     """(x, c_noise, cond) of the shape, labels and given frames a training step of ``cfg`` feeds the backbone."""
     from ..latent import latent_data_config, latent_task_config
     d = latent_data_config(cfg)
@@ -99,16 +99,19 @@ def synthetic_inputs(cfg, batch: int):
         known = torch.zeros(batch, d.num_frames, 1, d.height, d.width, dtype=torch.bool)
         known[:, :task.num_context or d.num_frames // 2] = True
         cond = cond.replace(known=known, known_x=x)
-    return x, torch.randn(batch), cond
+    return x.to(device), torch.randn(batch, device=device), cond.to(device)
 
 
-def training_forward(backbone: nn.Module, cfg, batch: int, dtype: str) -> torch.Tensor:
+def autocast(dtype: str, device="cpu"):
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+
+def training_forward(backbone: nn.Module, cfg, batch: int, dtype: str, device="cpu") -> torch.Tensor:
     """One training forward of the backbone (with RIN self-conditioning's no-grad first pass where the
     config uses it, as ``edm.Denoiser.loss`` does) and a scalar to call backward on."""
     from ..backbones import SELF_CONDITIONING
-    x, c_noise, cond = synthetic_inputs(cfg, batch)
-    context = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else torch.autocast("cpu", enabled=False)
-    with context:
+    x, c_noise, cond = synthetic_inputs(cfg, batch, device)
+    with autocast(dtype, device):
         if cfg.model.backbone in SELF_CONDITIONING and cfg.model.fit_self_cond_prob > 0:
             with torch.no_grad():
                 _, state = backbone(x, c_noise, cond)
@@ -124,15 +127,15 @@ def build_network(cfg) -> nn.Module:
     return (build_autoencoder(cfg) if is_autoencoder(cfg) else build_backbone(cfg)).train()
 
 
-def network_forward(network: nn.Module, cfg, batch: int, dtype: str) -> torch.Tensor:
+def network_forward(network: nn.Module, cfg, batch: int, dtype: str, device="cpu") -> torch.Tensor:
+    """The training loss of ``build_network(cfg)`` on synthetic inputs of ``batch`` samples."""
     from ..backbones import is_autoencoder
-    if not is_autoencoder(cfg):
-        return training_forward(network, cfg, batch, dtype)
-    d = cfg.data
     from ..conditioning import Batch
-    video = torch.rand(batch, d.num_frames, d.channels, d.height, d.width) * 2 - 1
-    context = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else torch.autocast("cpu", enabled=False)
-    with context:
+    if not is_autoencoder(cfg):
+        return training_forward(network, cfg, batch, dtype, device)
+    d = cfg.data
+    video = torch.rand(batch, d.num_frames, d.channels, d.height, d.width, device=device) * 2 - 1
+    with autocast(dtype, device):
         return network.loss(Batch(x=video, cond=Cond()))
 
 
@@ -290,3 +293,43 @@ def report(cfg, request: PlanRequest) -> str:
                                                     "more devices or --grad_accum_steps)"))
     return "\n".join(lines)
 
+
+
+# ---- the table of docs/paper_presets.md: python -m nano_videodiff.training.planner -------------------
+
+def preset_row(name: str, world_size: int, mfu: float) -> list:
+    """One preset at its paper batch: sizes, activations with/without checkpointing, per-GPU memory, the
+    largest micro-batch an 80 GB GPU holds (DDP, FSDP over ``world_size``), time per step on 8 GPUs."""
+    from .presets import get_preset
+    cfg = get_preset(name)
+    plain = plan(cfg, world_size)
+    cfg.run.activation_checkpointing = True
+    ckpt = plan(cfg, world_size)
+    static_ddp, static_fsdp = ckpt["ddp"] - ckpt["activations"], ckpt["fsdp"] - ckpt["activations"]
+    memory = ACCELERATORS["H100 SXM 80GB"][1]
+
+    def micro_batch(static):
+        room = memory - static - ckpt["fixed"]
+        return max(0, int(room // ckpt["per_sample"])) if room > 0 else 0
+    b = cfg.optim.batch_size
+    return [name, f"{(plain['trainable'] + plain['frozen']) / 1e6:.0f}", str(b),
+            f"{plain['per_sample'] / GB:.2f}", f"{ckpt['per_sample'] / GB:.2f}",
+            f"{static_ddp / GB:.1f}", f"{static_fsdp / GB:.1f}",
+            f"{micro_batch(static_ddp)} / {micro_batch(static_fsdp)}",
+            f"{plain['flops_per_video'] / 1e12:.2f}"] + [
+        f"{step_seconds(plain['flops_per_video'], b, world_size, peak, mfu):.1f}"
+        for peak, _ in ACCELERATORS.values()]
+
+
+def preset_table(names, world_size: int = 8, mfu: float = DEFAULT_MFU) -> str:
+    headers = ["preset", "params (M)", "paper batch", "activations / sample (GB)", "with checkpointing (GB)",
+               "static DDP (GB)", f"static FSDP-{world_size} (GB)", "micro-batch per 80 GB: DDP / FSDP",
+               "TFLOP / video"] + [f"s / step, {world_size}x {n.split()[0]}" for n in ACCELERATORS]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(preset_row(n, world_size, mfu)) + " |" for n in names]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from .paper_configs import PAPER_PRESETS
+    print(preset_table(list(PAPER_PRESETS)))
