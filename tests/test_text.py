@@ -131,7 +131,7 @@ def test_dynamic_thresholding_matches_its_formula():
 def test_oscillating_guidance_alternates_and_is_off_by_default():
     assert [guidance_scale_at(i, 7.0) for i in range(4)] == [7.0] * 4
     assert [guidance_scale_at(i, 7.0, 1.0) for i in range(4)] == [7.0, 1.0, 7.0, 1.0]
-    # in the sampler: the Gaussian-free check that an oscillating run differs from a constant one
+    # in the sampler: a linear toy denoiser, so an oscillating run must differ from a constant one
     calls = []
 
     def denoise(x, sigma, cond):
@@ -196,3 +196,14 @@ def test_unet_and_videoldm_read_text_by_cross_attention(videoldm):
     junk[~mask] = 50.0
     torch.testing.assert_close(model(x, c, Cond(text=junk, text_mask=mask))[0], out)
     assert (model(x, c, Cond(text=torch.randn(2, 3, 8), text_mask=mask))[0] - out).abs().max() > 1e-4
+
+
+def test_walt_text_layers_at_paper_size_count_as_their_formula():
+    from nano_videodiff.backbones.walt import walt_config
+    k, t = walt_config("walt_xl"), 2048  # W.A.L.T-XL reading T5-XL's 2048-wide tokens
+    with torch.device("meta"):
+        extra = sum(p.numel() for p in WALT(**k, text_dim=t).parameters()) - \
+            sum(p.numel() for p in WALT(**k).parameters())
+    d, h = k["dim"], k["heads"]
+    attention = (d * d + d) + (2 * d * d + 2 * d) + 2 * (d // h) + (d * d + d)  # q, kv, qk-norm gains, out
+    assert extra == k["depth"] * (attention + d) + (2 * t + t * d + d)  # + gate per block; LN + linear of the text
