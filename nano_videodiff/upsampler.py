@@ -13,6 +13,7 @@ Papers
   same temporal layers as the base model (the "aligned" upsampler), noise-augmented and told the level.
 - Noise conditioning augmentation itself: Ho et al. 2022, "Cascaded Diffusion Models for High Fidelity
   Image Generation", arXiv 2106.15282, Sec. 4.2.
+- Diffusing the residual over the upsampled input: SRDiff (Li et al. 2022, arXiv 2104.14951), Sec. 3.
 
 How it works
 ------------
@@ -24,6 +25,12 @@ W.A.L.T's depth-to-space convolution, initialised to equal nearest upsampling), 
 along the channels and returns the inner backbone's first C output channels. The augmentation level
 ``cond.aug_sigma`` reaches the inner backbone through its ``noise_embedder()`` (``layers.NoiseEmbedder``),
 which adds its embedding to the noise embedding: every backbone gets it, with no per-backbone code.
+
+The stage's denoiser (``UpsamplerDenoiser``) diffuses the residual ``r = x - u`` over the lifted
+low-resolution video ``u`` (SRDiff): ``D(x_sigma) = u + D_r(x_sigma - u / sigma_in)`` with EDM's
+preconditioning on r. Since every backbone's output layer starts at zero, an untrained stage at high noise
+returns ``u`` itself, the upsampled input (the identity of a super-resolution stage), and training only has
+to learn the detail the low-resolution video lacks; the loss and the sampler are the ordinary ones.
 
 Training (``training_inputs``, called by ``training/batches.py``) downsamples each clip by area averaging,
 draws ``sigma_aug ~ U(0, sr_aug_max)`` per clip (W.A.L.T's t_sr ~ U(0, t_max), in EDM units) and adds that
@@ -44,6 +51,7 @@ from torch import nn
 
 from .backbones.base import Backbone
 from .conditioning import Cond
+from .edm import Denoiser
 from .errors import UserError
 from .training.checkpoint import load_model_state
 
@@ -129,20 +137,25 @@ class Upsampler(Backbone):
             return self.depth_to_space(low_res)
         return upsample(low_res, self.factor, self.lift_mode)
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Optional[Cond] = None):
-        cond = cond if cond is not None else Cond()
-        if cond.low_res is None:
+    def lifted(self, x: torch.Tensor, cond: Optional[Cond]) -> torch.Tensor:
+        """``lift(cond.low_res)`` at the size of the video ``x``, after checking that it was given and fits."""
+        if cond is None or cond.low_res is None:
             raise UserError("this model is a super-resolution stage: it needs the low-resolution video "
                             "(cond.low_res); sample it with sample.py --upsampler=<its ckpt.pt> after a base model")
-        b, t, c, h, w = x.shape
+        b, t, _, h, w = x.shape
         expected = (b, t, self.channels, h // self.factor, w // self.factor)
         if tuple(cond.low_res.shape) != expected or h % self.factor or w % self.factor:
             raise ValueError(f"cond.low_res has shape {tuple(cond.low_res.shape)}; for a video {tuple(x.shape)} "
                              f"this {self.factor}x upsampler needs {expected}")
+        return self.lift(cond.low_res.to(x.device, x.dtype))
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Optional[Cond] = None):
+        cond = cond if cond is not None else Cond()
+        b, c = x.shape[0], x.shape[2]
         sigma = cond.aug_sigma
         sigma = torch.zeros(b, device=x.device) if sigma is None else sigma.to(x.device).float().expand(b)
-        scale = (self.sigma_data**2 + sigma**2).rsqrt().reshape(b, 1, 1, 1, 1)
-        lifted = self.lift(cond.low_res.to(x.device, x.dtype)) * scale.to(x.dtype)
+        scale = (self.sigma_data**2 + sigma**2).rsqrt().reshape(-1, 1, 1, 1, 1)
+        lifted = self.lifted(x, cond) * scale.to(x.dtype)
         out, state = self.inner(torch.cat([x, lifted], dim=2), c_noise, cond)
         return out[:, :, :c], state
 
@@ -161,6 +174,26 @@ class Upsampler(Backbone):
         if self.depth_to_space is not None or own:
             load_model_state(self.depth_to_space or nn.Module(),
                              {k[len("depth_to_space."):]: v for k, v in own.items()}, what)
+
+
+class UpsamplerDenoiser(Denoiser):
+    """EDM on the residual over the lifted low-res video u: ``D(x_sigma) = u + D_r(x_sigma - u / sigma_in)``.
+
+    ``x_sigma - u / sigma_in`` is exactly the residual's noisy version ``(x - u) / sigma_in + sigma eps``,
+    so ``Denoiser.loss`` (which compares D with x) and the sampler work unchanged. No masks (``cond.known``).
+    """
+
+    def forward_with_state(self, x_sigma, sigma, cond=None):
+        if cond is not None and cond.known is not None:
+            raise UserError("a super-resolution stage takes no given content (cond.known), only cond.low_res")
+        u = self.backbone.lifted(x_sigma.float(), cond).float()
+        d, state = super().forward_with_state(x_sigma.float() - u / self.sigma_in, sigma, cond)
+        return d + u, state
+
+
+def denoiser_class(cfg) -> type:
+    """``UpsamplerDenoiser`` for a super-resolution stage (``--sr_factor > 1``), else EDM's ``Denoiser``."""
+    return UpsamplerDenoiser if cfg.model.sr_factor > 1 else Denoiser
 
 
 def is_upsampler(cfg) -> bool:

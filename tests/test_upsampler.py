@@ -151,6 +151,37 @@ def test_aligned_upsampler_starts_as_the_image_upsampler():
         assert not torch.allclose(model(x, SIGMA, cond), image, atol=1e-4)
 
 
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_an_untrained_stage_returns_the_upsampled_input_at_high_noise(backbone):
+    """Residual diffusion: D = u + D_r(x_sigma - u / sigma_in); every backbone's output starts at zero, so
+    at init D = u + c_skip (x_sigma - u / sigma_in), which is u itself as sigma grows (c_skip -> 0)."""
+    from nano_videodiff.edm import preconditioning
+    model, cfg = stage(backbone, randomised=False)
+    x, cond = inputs(cfg, aug=torch.tensor([0.0, 0.2]))
+    u = upsampler.upsample(cond.low_res, cfg.model.sr_factor, "bilinear")
+    for s in (0.5, 80.0):
+        sigma = torch.full((2,), s)
+        x_sigma = x * s
+        c_skip = preconditioning(sigma, model.sigma_data, model.sigma_in)[0][0]
+        with torch.no_grad():
+            d = model(x_sigma, sigma, cond)
+        assert torch.allclose(d, u + c_skip * (x_sigma - u / model.sigma_in), atol=1e-5)
+    assert (d - u).abs().max() < 1e-3 * x_sigma.abs().max()
+
+
+def test_the_stage_is_edm_on_the_residual():
+    """Reference: a plain EDM Denoiser around the same backbone, applied to the residual's noisy version."""
+    from nano_videodiff.edm import Denoiser
+    model, cfg = stage("vdt")
+    x, cond = inputs(cfg, aug=torch.tensor([0.1, 0.3]))
+    plain = Denoiser(model.backbone, sigma_data=model.sigma_data, sigma_in=2.5)
+    model.sigma_in = 2.5
+    u = model.backbone.lift(cond.low_res)
+    r_sigma = (x - u) / 2.5 + SIGMA.reshape(-1, 1, 1, 1, 1) * video(*x.shape, seed=7)
+    with torch.no_grad():
+        assert torch.allclose(model(r_sigma + u / 2.5, SIGMA, cond), plain(r_sigma, SIGMA, cond) + u, atol=1e-5)
+
+
 # Training batches ----------------------------------------------------------------------------------------
 
 def test_training_inputs_crop_on_the_grid_and_noise_within_the_range():

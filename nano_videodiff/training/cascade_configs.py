@@ -4,7 +4,7 @@ Toy cascade (CPU minutes each; Video LDM's recipe, arXiv 2304.08818 Sec. 3.1-3.2
 
     python train.py --config=cascade_base_frames   # image U-Net on single 16x16 frames
     python train.py --config=cascade_base          # + temporal layers: the 8 x 16x16 base video model
-    python train.py --config=cascade_sr_frames     # image upsampler 16 -> 64, trained on 32x32 crops
+    python train.py --config=cascade_sr_frames     # image upsampler 16 -> 64, trained on 16x16 crops
     python train.py --config=cascade_sr            # + temporal layers: the aligned video upsampler
     python sample.py --ckpt=out/cascade_base/ckpt.pt --upsampler=out/cascade_sr/ckpt.pt --aug_sigma=0.1
 
@@ -34,15 +34,15 @@ def _toy(stage: str) -> Callable[[], Config]:
         cfg.diffusion.sample_steps = 16
         if stage.startswith("cascade_sr"):  # 16 -> 64: the U-Net sees [noisy 64x64 frame, bilinear(16x16)]
             d.height = d.width = 64
-            m.sr_factor, m.sr_input, m.sr_aug_max, m.sr_crop = 4, "bilinear", 0.5, 32  # 32x32 crops
+            m.sr_factor, m.sr_input, m.sr_aug_max, m.sr_crop = 4, "bilinear", 0.5, 16  # 16x16 crops
             m.unet_channels, m.unet_channel_mult, m.unet_attn_resolutions = 16, "1,2,2", "16"
             r.preview_every = 0  # previews sample from noise alone; a stage needs a low-res input
         if stage.endswith("_frames"):  # the image model: single frames
             d.num_frames = 1
-            o.batch_size, o.max_steps = (16 if m.sr_factor > 1 else 32), 500
+            o.batch_size, o.max_steps = (16, 300) if m.sr_factor > 1 else (32, 500)
             return cfg
         m.backbone, m.freeze_image_model = "videoldm", True  # + temporal layers, the image model frozen
-        o.batch_size, o.max_steps, o.lr, o.warmup_steps = 8, 300, 3e-3, 30
+        o.batch_size, o.max_steps, o.lr, o.warmup_steps = 4, 200, 1e-2, 30  # tutorial 05's alignment
         r.init_from = f"out/{stage}_frames/ckpt.pt"
         return cfg
     return preset
