@@ -22,7 +22,8 @@ from nano_videodiff.training.presets import PRESETS, get_preset
 # Stage 2 -> (the flag reading stage 1's checkpoint, the stage-1 preset).
 TWO_STAGE = {"walt_l": ("autoencoder", "walt_vae"), "walt_xl": ("autoencoder", "walt_vae"),
              "walt_physion": ("autoencoder", "walt_vae_physion"),
-             "videoldm_bouncing_balls": ("init_from", "unet_frames")}
+             "videoldm_bouncing_balls": ("init_from", "unet_frames"),
+             "cascade_base": ("init_from", "cascade_base_frames"), "cascade_sr": ("init_from", "cascade_sr_frames")}
 # One step on 2 clips, no previews, the clips simulated once into a shared cache.
 STEP = ["--max_steps=1", "--batch_size=2", "--num_train_clips=2", "--num_test_clips=1", "--preview_every=0"]
 

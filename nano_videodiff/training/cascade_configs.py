@@ -56,11 +56,12 @@ def _walt_sr(stage: str) -> Callable[[], Config]:
     the depth-to-space input of Sec. 4.5, and t_sr ~ U(0, t_max) augmentation (t_max assumed 0.5 here).
     """
     from ..backbones.walt import WALT_SIZES
+    from .paper_configs import PAPER_FPS
 
     def preset() -> Config:
         cfg = Config()
         d, m = cfg.data, cfg.model
-        d.dataset, d.scenario, d.fps, d.num_frames = "physion", "all", 8.0, 17
+        d.dataset, d.scenario, d.fps, d.num_frames = "physion", "all", PAPER_FPS, 17  # the toy data's stand-in
         d.height, d.width = (256, 448) if stage == "walt_sr1" else (512, 896)
         size = WALT_SIZES["walt_l"]
         m.backbone, m.depth, m.dim, m.heads = "walt", size["depth"], size["dim"], size["heads"]
