@@ -175,7 +175,8 @@ def context_videos(args: SampleArgs, cfg: Config, known: torch.Tensor) -> tuple:
     if not args.context:
         data_cfg = Config.from_dict(cfg.to_dict()).data
         data_cfg.data_seed = args.data_seed
-        batch = toy_data.get_batch(toy_data.build_dataset(data_cfg, "test", clip_frames=frames), range(args.num_videos))
+        dataset = toy_data.build_dataset(data_cfg, "test", clip_frames=frames)  # longer: the simulator runs on
+        batch = toy_data.get_batch(dataset, range(args.num_videos))
         return batch["video"], batch.get("labels"), frames
     if not Path(args.context).exists():
         raise MissingFile(f"--context file {args.context} does not exist")

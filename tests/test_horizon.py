@@ -177,7 +177,7 @@ def test_sample_writes_a_long_video(tiny_ckpt, tmp_path):
 
 
 def test_sample_eval_horizon_writes_tables_and_plot(tiny_ckpt, tmp_path):
-    result = sample_script.main([f"--ckpt={tiny_ckpt}", "--eval", f"--horizon={H}", "--eval_clips=4",
+    result = sample_script.main([f"--ckpt={tiny_ckpt}", "--eval", f"--horizon={H}", "--eval_clips=2", "--num_videos=1",
                                  f"--out_dir={tmp_path / 'eval'}"])
     assert len(result["blocks"]) == 3 and result["config"]["windows"] == 3
     for name in ("horizon.md", "horizon.png", "eval.json", "video_000.gif"):
