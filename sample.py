@@ -73,6 +73,8 @@ class SampleArgs:
     image_model: bool = False     # videoldm: also sample its frozen image model (temporal layers off) from the
                                   # same noise, and write [image model | aligned video model] side by side
                                   # (its learned alphas: tutorials/05_temporal_alignment.py plots them)
+    dynamic_threshold: float = 0.0  # Snap Video Sec. 3.6: dynamic thresholding percentile of D, e.g. 0.995 (0 = off)
+    cfg_oscillate_to: float = -1.0  # Snap Video Sec. 3.6: odd steps guide with this scale instead (-1 = off)
     prompt: str = ""              # text-to-video: prompts separated by "|", --num_videos videos each (a grid row
                                   # per prompt); toy Physion models also print their text alignment
 
@@ -96,6 +98,8 @@ class SampleArgs:
             (self.label >= -1, f"--label must be a class index, or -1 to cycle over classes; got {self.label}"),
             (self.cfg_scale >= 0, f"--cfg_scale must be >= 0 (1 = no guidance), got {self.cfg_scale}"),
             (self.S_churn >= 0, f"--S_churn must be >= 0, got {self.S_churn}"),
+            (0 <= self.dynamic_threshold <= 1, f"--dynamic_threshold is a percentile in (0, 1] (0 = off), got "
+                                               f"{self.dynamic_threshold}"),
             (self.frame_interval >= 0 or self.frame_interval == -1,
              f"--frame_interval must be >= 0 seconds (or -1: the data's 1/fps), got {self.frame_interval}"),
         ]
@@ -237,7 +241,9 @@ def main(argv=None):
                         steps=args.steps, solver=args.solver, seed=args.seed, cfg_scale=args.cfg_scale,
                         guidance=args.guidance, S_churn=args.S_churn, dtype=args.dtype,
                         batch_size=args.batch_size, device=device, progress=True,
-                        frame_interval=None if args.frame_interval < 0 else args.frame_interval, captions=captions)
+                        frame_interval=None if args.frame_interval < 0 else args.frame_interval, captions=captions,
+                        dynamic_threshold=args.dynamic_threshold,
+                        cfg_oscillate_to=None if args.cfg_oscillate_to < 0 else args.cfg_oscillate_to)
     videos = sample_videos()
     image_videos = None
     if args.image_model:  # Video LDM Fig. 2: the same noise through the image model alone (alpha = 1)
