@@ -89,6 +89,8 @@ class SampleArgs:
     upsampler: str = ""           # super-resolution stage(s) after this model: a.pt or a.pt,b.pt (upsampler.py)
     aug_sigma: str = "0.1"        # --upsampler: noise level of the low-res input, one or one per stage (EDM)
     upsampler_steps: int = 0      # --upsampler: sampler steps of the stages; 0 = each stage's sample_steps
+    dynamic_threshold: float = 0.0  # Snap Video Sec. 3.6: dynamic thresholding percentile of D, e.g. 0.995 (0 = off)
+    cfg_oscillate_to: float = -1.0  # Snap Video Sec. 3.6: odd steps guide with this scale instead (-1 = off)
     prompt: str = ""              # text-to-video: prompts separated by "|", --num_videos videos each (a grid row
                                   # per prompt); toy Physion models also print their text alignment
 
@@ -119,6 +121,8 @@ class SampleArgs:
             (not self.upsampler or (self.task == "generate" and not self.eval and not self.image_model),
              "--upsampler chains a generated video through super-resolution stages: use it with --task=generate "
              "and without --eval or --image_model"),
+            (0 <= self.dynamic_threshold <= 1, f"--dynamic_threshold is a percentile in (0, 1] (0 = off), got "
+                                               f"{self.dynamic_threshold}"),
             (self.frame_interval >= 0 or self.frame_interval == -1,
              f"--frame_interval must be >= 0 seconds (or -1: the data's 1/fps), got {self.frame_interval}"),
         ]
@@ -282,7 +286,9 @@ def main(argv=None):
         kwargs = dict(labels=labels, steps=args.steps, solver=args.solver, seed=args.seed, cfg_scale=args.cfg_scale,
                       guidance=args.guidance, S_churn=args.S_churn, dtype=args.dtype, batch_size=args.batch_size,
                       device=device, progress=True,
-                      frame_interval=None if args.frame_interval < 0 else args.frame_interval, captions=captions)
+                      frame_interval=None if args.frame_interval < 0 else args.frame_interval, captions=captions,
+                      dynamic_threshold=args.dynamic_threshold,
+                      cfg_oscillate_to=None if args.cfg_oscillate_to < 0 else args.cfg_oscillate_to)
         if args.num_frames > d.num_frames:  # longer than the model: autoregressive windows (rollout.py)
             k = context_frames(cfg, args.num_context)
             return rollout(model, cfg, known_x[:, :k], args.num_frames, num_context=k, **kwargs)

@@ -27,7 +27,8 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
              guidance: str = "label", S_churn: float = 0.0, dtype: str = "fp32", batch_size: int = 8,
              device=None, progress: bool = False, frame_interval: Optional[float] = None,
              stage: Optional[int] = None, captions: Optional[Sequence[str]] = None,
-             extra_cond: Optional[dict] = None) -> torch.Tensor:
+             extra_cond: Optional[dict] = None, dynamic_threshold: float = 0.0,
+             cfg_oscillate_to: Optional[float] = None) -> torch.Tensor:
     """Sample ``num_videos`` videos (N, T, C, H, W), clamped to [-1, 1]; the noise depends only on seed.
 
     ``frame_interval`` in seconds defaults to the data's 1/fps; 0 asks for images (infinite-fps videos,
@@ -35,7 +36,8 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
     stage a model with ``--num_stages`` is told (``Cond.stage``, interpolation.py); None = not given.
     ``captions`` (one string per video) prompt a text-to-video model (text.py); label guidance then drops
     the text (caption ""). ``extra_cond``: more ``Cond`` fields of (N, ...) tensors, e.g. an upsampler's
-    ``low_res`` and ``aug_sigma`` (upsampler.py).
+    ``low_res`` and ``aug_sigma`` (upsampler.py). ``dynamic_threshold`` (a percentile, 0 = off) and
+    ``cfg_oscillate_to`` (None = off): Snap Video Sec. 3.6 (sampler.py).
     """
     d, diff = cfg.data, cfg.diffusion
     device = torch.device(device or "cpu")
@@ -48,6 +50,9 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
         raise UserError("context guidance needs given content (a task other than 'generate')")
     check_guidance_branch_trained(cfg, cfg_scale, guidance)
     vae = model.autoencoder  # latent diffusion (latent.py): sample latents, then decode; None = pixels
+    if dynamic_threshold and vae is not None:
+        raise UserError("--dynamic_threshold clips D to the pixels' [-1, 1]: it is for pixel-space models, not "
+                        "latents (their range is not [-1, 1])")
     pixel_known, pixel_known_x = known, known_x
     if vae is not None:
         d = latent.latent_data_config(cfg)
@@ -76,7 +81,8 @@ def generate(model, cfg, num_videos: int, known: Optional[torch.Tensor] = None,
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
             videos = sample(model.forward_with_state, noise[part].to(device), sigmas, cond, solver=solver or diff.solver,
                             S_churn=S_churn, sigma_in=model.sigma_in, cfg_scale=cfg_scale, uncond=uncond,
-                            generator=churn_gen, progress=progress)
+                            generator=churn_gen, progress=progress, cfg_oscillate_to=cfg_oscillate_to,
+                            dynamic_threshold_percentile=dynamic_threshold)
         if vae is not None:
             is_image = None if interval > 0 else torch.ones(n, dtype=torch.bool, device=device)
             videos = latent.decode(vae, videos, is_image)

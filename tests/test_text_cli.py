@@ -50,3 +50,11 @@ def test_physion_text_preset():
     cfg = get_preset("physion_text")
     assert cfg.data.scenario == "all" and cfg.model.text_encoder == "learned" and cfg.task.masking == "none"
     assert Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_sample_with_dynamic_thresholding_and_oscillating_guidance(tmp_path):
+    ckpt = _text_smoke(tmp_path)
+    common = [f"--ckpt={ckpt}", "--num_videos=1", "--steps=2", "--cfg_scale=5", "--prompt=a red ball moves left"]
+    plain = sample.main(common + [f"--out_dir={tmp_path / 'a'}"])
+    tuned = sample.main(common + [f"--out_dir={tmp_path / 'b'}", "--dynamic_threshold=0.9", "--cfg_oscillate_to=1"])
+    assert plain.shape == tuned.shape and (plain - tuned).abs().max() > 0
