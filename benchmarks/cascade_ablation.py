@@ -11,7 +11,7 @@ Needs the toy cascade's five runs (training/cascade_configs.py; about 25 CPU min
     python train.py --config=cascade_base_frames && python train.py --config=cascade_base
     python train.py --config=cascade_sr_frames && python train.py --config=cascade_sr
     python train.py --config=cascade_sr_frames --sr_aug_max=0 --out_dir=out/cascade_sr_frames_noaug
-    python benchmarks/cascade_ablation.py            # [--clips=8 --steps=8 --out=benchmarks/out/cascade]
+    python benchmarks/cascade_ablation.py            # [--clips=4 --steps=16 --out=benchmarks/out/cascade]
                                                      # [--runs=. : the folder holding out/cascade_*]
 
 Inputs of the upsamplers (8 frames, 16x16 -> 64x64), on held-out bouncing-ball clips whose 64x64 truth is
@@ -148,8 +148,8 @@ def main(argv=None):
     if parsed is None:
         return None
     quick, options = parsed
-    n, steps = int(options.get("clips", 2 if quick else 8)), int(options.get("steps", 2 if quick else 8))
-    ft_steps = int(options.get("finetune_steps", 2 if quick else 200))
+    n, steps = int(options.get("clips", 2 if quick else 4)), int(options.get("steps", 2 if quick else 16))
+    ft_steps = int(options.get("finetune_steps", 2 if quick else 100))
     out = Path(options.get("out", "benchmarks/out/cascade"))
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -181,12 +181,12 @@ def main(argv=None):
 
     # 1. noise augmentation: trained with / without, inference level swept (image upsamplers)
     rows = []
+    level = float(options.get("aug_sigma", 0.1))
     for name, label in (("sr_frames", "trained with aug U(0, 0.5)"), ("sr_noaug", "trained without aug")):
-        for level in LEVELS:
-            for inp in ("clean", "base-like"):
-                r = scores(run(name, level, inp), inputs[inp], truth)
-                results[f"aug/{name}/{level}/{inp}"] = r
-                rows.append(fmt_row(f"{label}, aug_sigma {level}, {inp} input", r))
+        for inp, lev in [("clean", level)] + [("base-like", lev) for lev in LEVELS]:
+            r = scores(run(name, lev, inp), inputs[inp], truth)
+            results[f"aug/{name}/{lev}/{inp}"] = r
+            rows.append(fmt_row(f"{label}, aug_sigma {lev}, {inp} input", r))
     for inp in ("clean", "base-like"):
         r = scores(upsample(inputs[inp], 4, "bilinear"), inputs[inp], truth)
         results[f"aug/bilinear/{inp}"] = r
@@ -194,7 +194,6 @@ def main(argv=None):
     tables.append(("Noise conditioning augmentation (image upsampler, 16 -> 64)", rows))
 
     # 2. image upsampler vs aligned video upsampler (the same spatial weights; alpha = 1 vs learned)
-    level = float(options.get("aug_sigma", 0.1))
     rows = []
     for inp in inputs:
         t = truth if inp != "base samples" else None
@@ -212,7 +211,7 @@ def main(argv=None):
 
     # 3. personalisation transfer: new image weights under the original temporal layers
     image_model, frames_cfg = models["base_frames"]
-    tuned = fine_tune_image_model(image_model, frames_cfg, ft_steps, batch=32, lr=1e-3)
+    tuned = fine_tune_image_model(image_model, frames_cfg, ft_steps, batch=16, lr=1e-3)
     video_model = base.backbone
     temporal_before = {k: v.clone() for k, v in video_model.state_dict().items() if not k.startswith("unet.")}
     original = generate(base, base_cfg, n, steps=steps, seed=4)

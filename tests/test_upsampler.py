@@ -303,3 +303,25 @@ def test_swapping_image_weights_keeps_temporal_parameters_bit_exact(wrapped):
     after = dict(video_model.named_parameters())
     assert before and all(torch.equal(after[n], p) for n, p in before.items())
     assert all(torch.equal(after["unet." + n], p) for n, p in other.state_dict().items())
+
+
+# sample.py --upsampler: base -> stage in one command ----------------------------------------------------
+
+def test_sample_chains_a_base_model_and_an_upsampler(tmp_path):
+    import sample
+    import train
+    common = ["--config=smoke", "--max_steps=2", "--preview_every=0", "--backbone=unet", "--unet_channels=8",
+              "--unet_channel_mult=1,2", "--unet_attn_resolutions=8", "--num_frames=2"]
+    train.main(common + [f"--out_dir={tmp_path / 'base'}", "--height=8", "--width=16"])
+    train.main(common + [f"--out_dir={tmp_path / 'sr'}", "--height=16", "--width=32", "--sr_factor=2",
+                         "--sr_crop=8"])
+    out = tmp_path / "samples"
+    videos = sample.main([f"--ckpt={tmp_path / 'base' / 'ckpt.pt'}", f"--upsampler={tmp_path / 'sr' / 'ckpt.pt'}",
+                          "--aug_sigma=0.2", "--steps=2", "--upsampler_steps=2", "--num_videos=2", f"--out_dir={out}"])
+    assert videos.shape == (2, 2, 3, 16, 32) and (out / "grid.png").exists()
+    with pytest.raises(UserError, match="upsampler"):
+        sample.main([f"--ckpt={tmp_path / 'base' / 'ckpt.pt'}", f"--upsampler={tmp_path / 'sr' / 'ckpt.pt'}",
+                     "--task=predict", f"--out_dir={tmp_path / 'x'}"])
+    with pytest.raises(UserError, match="not a super-resolution stage"):
+        sample.main([f"--ckpt={tmp_path / 'base' / 'ckpt.pt'}", f"--upsampler={tmp_path / 'base' / 'ckpt.pt'}",
+                     "--steps=2", "--num_videos=1", f"--out_dir={tmp_path / 'y'}"])

@@ -61,7 +61,7 @@ from nano_videodiff.upsampler import DepthToSpace, augment, downsample, upsample
 
 OUT = out_dir("10")
 t_start = time.time()
-NUM_CLIPS, STEPS, AUG_SIGMA, FINETUNE_STEPS = (2, 2, 0.1, 2) if QUICK else (4, 8, 0.1, 200)
+NUM_CLIPS, STEPS, AUG_SIGMA, FINETUNE_STEPS = (2, 2, 0.1, 2) if QUICK else (2, 16, 0.1, 100)
 torch.manual_seed(0)
 
 # %% [markdown]
@@ -152,7 +152,7 @@ print("cascade.png rows: a base sample (nearest) | its upsampled video | held-ou
 
 # %%
 image_model, frames_cfg = models["cascade_base_frames"]
-tuned = fine_tune_image_model(image_model, frames_cfg, FINETUNE_STEPS, batch=32, lr=1e-3)
+tuned = fine_tune_image_model(image_model, frames_cfg, FINETUNE_STEPS, batch=16, lr=1e-3)
 transferred = copy.deepcopy(base)
 before = {k: v.clone() for k, v in transferred.backbone.state_dict().items() if not k.startswith("unet.")}
 transferred.backbone.load_image_model(tuned.state_dict())
