@@ -80,18 +80,19 @@ def test_bootstrap_interval_contains_the_mean_and_covers_the_true_mean():
     assert (narrow[2] - narrow[1]) < 0.2 * (wide[2] - wide[1])
 
 
-def test_set_interval_is_the_basic_bootstrap_interval():
-    """For the mean: the percentile interval [lo, hi] of the same resamples reflected about the mean."""
+def test_set_interval_is_the_bias_corrected_percentile_interval():
+    """For the mean: the percentile interval of the same resamples, shifted by mean(resamples) - value."""
     values = torch.randn(30, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + 5
     value, lo, hi = stats.set_interval(lambda idx: float(values[idx].mean()), 30, num_resamples=300, seed=5)
     mean, p_lo, p_hi = stats.mean_interval(values, num_resamples=300, seed=5)
-    assert value == pytest.approx(mean) and lo == pytest.approx(2 * mean - p_hi) and hi == pytest.approx(2 * mean - p_lo)
+    bias = float(values[stats.resample_indices(30, 300, seed=5)].mean()) - mean
+    assert value == pytest.approx(mean) and lo == pytest.approx(p_lo - bias) and hi == pytest.approx(p_hi - bias)
     assert stats.format_interval(value, lo, hi).count("[") == 1
 
 
 def test_set_interval_of_a_biased_statistic_contains_it():
-    """Resampling with replacement shrinks a set's spread (repeated clips); the basic interval corrects
-    that bias, so the distance between two samples of one distribution lies inside its interval."""
+    """Resampling with replacement repeats clips, which raises a Frechet distance by more than its spread;
+    the bias-corrected interval still contains the distance between two samples of one distribution."""
     from nano_videodiff.evaluation import distances
     g = torch.Generator().manual_seed(2)
     real, fake = torch.randn(64, 4, generator=g, dtype=torch.float64), torch.randn(64, 4, generator=g, dtype=torch.float64)

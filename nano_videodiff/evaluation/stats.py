@@ -8,7 +8,7 @@ distance, recomputed on each resampled set). It measures the spread due to *whic
 due to training seeds: ``benchmarks/*.py --seeds`` repeat the training for that.
 
     mean, lo, hi = mean_interval(per_clip_psnr)                 # a per-clip score (percentile interval)
-    d, lo, hi = set_interval(lambda idx: frechet(f[idx]), n)    # a set statistic (basic interval)
+    d, lo, hi = set_interval(lambda idx: frechet(f[idx]), n)    # a set statistic (bias-corrected)
 """
 from __future__ import annotations
 
@@ -48,14 +48,15 @@ def set_interval(statistic: Callable[[torch.Tensor], float], n: int, num_resampl
     """(value v on all n clips, low, high) of ``statistic(indices)``, recomputed on resampled index sets
     (fewer resamples by default: a set statistic such as a Frechet distance costs an eigendecomposition).
 
-    The *basic* bootstrap interval [2 v - q_high, 2 v - q_low] (Davison & Hinkley 1997, "Bootstrap Methods
-    and their Application", Eq. 5.6), not the percentile one: a resampled set repeats clips, which biases
-    a Frechet distance upwards (fewer distinct clips), and the basic interval subtracts that bias instead
-    of reporting it. Clipped at 0 from below (distances are >= 0)."""
+    A resampled set repeats clips, which biases a Frechet distance upwards (fewer distinct clips), often by
+    more than its spread, so neither the percentile interval nor the basic one (which reflects it about v)
+    reliably contains v. Here the resampled values are bias-corrected first (each minus the bootstrap bias
+    estimate mean(resamples) - v, Efron & Tibshirani 1993, Sec. 10.2), and the interval is their central
+    ``level`` share: the resampling spread placed around v. Clipped at 0 from below (distances are >= 0)."""
     values = torch.tensor([statistic(idx) for idx in resample_indices(n, num_resamples, seed)], dtype=torch.float64)
     value = float(statistic(torch.arange(n)))
-    q_low, q_high = _percentiles(values, level)
-    return value, max(2 * value - q_high, 0.0), max(2 * value - q_low, 0.0)
+    lo, hi = _percentiles(values - (float(values.mean()) - value), level)
+    return value, max(lo, 0.0), max(hi, 0.0)
 
 
 def format_interval(mean: float, lo: float, hi: float, spec: str = ".3f") -> str:
