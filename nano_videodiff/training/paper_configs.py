@@ -5,7 +5,9 @@ that gives the paper's token grid. The transformer is then the paper's; only the
 (patch embedding and output projection) differ where the paper reads latents of a pretrained autoencoder
 and we read pixels. ``PAPER_PARAMETERS`` holds the size each paper names; ``tests/test_paper_configs.py``
 builds every preset on the ``meta`` device (no memory is allocated) and compares, and ``docs/results.md``
-lists both.
+lists both. Every preset trains as it is (``tests/test_every_preset.py``: its ``reduced`` variant, the same
+shapes with a narrow network, for one step; the full size under ``pytest -m slow``); ``python train.py
+--config=NAME --plan`` says what hardware it needs (``planner.py``, ``docs/paper_presets.md``).
 
 Sources: VDT (arXiv 2305.13311), the VDT-S/2 and VDT-L/2 configurations of its official code
 (github.com/RERV/VDT, ``models.py``); Snap Video (arXiv 2402.14797), Table 8 for FIT (also
@@ -15,8 +17,8 @@ Sources: VDT (arXiv 2305.13311), the VDT-S/2 and VDT-L/2 configurations of its o
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from dataclasses import fields
+from pathlib import Path
 from typing import Callable, Dict, List
 
 from .config import Config

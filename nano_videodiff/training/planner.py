@@ -86,13 +86,16 @@ def compute_dtype(cfg) -> str:
     return "fp32" if cfg.run.dtype == "fp32" else "bf16"
 
 
-def synthetic_inputs(cfg, batch: int, device="cpu"):
-    """(x, c_noise, cond) of the shape, labels and given frames a training step of ``cfg`` feeds the backbone."""
+def synthetic_inputs(cfg, batch: int, device="cpu", labels: bool = True):
+    """(x, c_noise, cond) of the shape, labels and given frames a training step of ``cfg`` feeds the backbone.
+
+    ``labels=False`` leaves the labels out (the fake runs: the label embedder's range check reads values,
+    which fake tensors do not have; a label costs one embedding vector per video)."""
     from ..latent import latent_data_config, latent_task_config
     d = latent_data_config(cfg)
     x = torch.randn(batch, d.num_frames, d.channels, d.height, d.width)
     cond = Cond(frame_interval=torch.full((batch,), 1.0 / cfg.data.fps))
-    if cfg.data.num_classes > 0:
+    if cfg.data.num_classes > 0 and labels:
         cond = cond.replace(labels=torch.zeros(batch, dtype=torch.long))
     task = latent_task_config(cfg)
     if cfg.task.masking != "none":
@@ -106,11 +109,12 @@ def autocast(dtype: str, device="cpu"):
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=dtype == "bf16")
 
 
-def training_forward(backbone: nn.Module, cfg, batch: int, dtype: str, device="cpu") -> torch.Tensor:
+def training_forward(backbone: nn.Module, cfg, batch: int, dtype: str, device="cpu",
+                     labels: bool = True) -> torch.Tensor:
     """One training forward of the backbone (with RIN self-conditioning's no-grad first pass where the
     config uses it, as ``edm.Denoiser.loss`` does) and a scalar to call backward on."""
     from ..backbones import SELF_CONDITIONING
-    x, c_noise, cond = synthetic_inputs(cfg, batch, device)
+    x, c_noise, cond = synthetic_inputs(cfg, batch, device, labels)
     with autocast(dtype, device):
         if cfg.model.backbone in SELF_CONDITIONING and cfg.model.fit_self_cond_prob > 0:
             with torch.no_grad():
@@ -127,12 +131,13 @@ def build_network(cfg) -> nn.Module:
     return (build_autoencoder(cfg) if is_autoencoder(cfg) else build_backbone(cfg)).train()
 
 
-def network_forward(network: nn.Module, cfg, batch: int, dtype: str, device="cpu") -> torch.Tensor:
+def network_forward(network: nn.Module, cfg, batch: int, dtype: str, device="cpu",
+                    labels: bool = True) -> torch.Tensor:
     """The training loss of ``build_network(cfg)`` on synthetic inputs of ``batch`` samples."""
     from ..backbones import is_autoencoder
     from ..conditioning import Batch
     if not is_autoencoder(cfg):
-        return training_forward(network, cfg, batch, dtype, device)
+        return training_forward(network, cfg, batch, dtype, device, labels)
     d = cfg.data
     video = torch.rand(batch, d.num_frames, d.channels, d.height, d.width, device=device) * 2 - 1
     with autocast(dtype, device):
@@ -190,17 +195,21 @@ def activation_bytes(saved: Dict[str, float], checkpointing: bool) -> float:
     return saved["outside"] + saved["block_inputs"] + saved["largest_block"]
 
 
-def measure_activations(cfg, checkpointing: bool, dtype: str) -> Tuple[float, float]:
-    """(bytes per sample, batch-independent bytes) of saved activations, from fake runs at batch 1 and 2."""
+def measure_activations(cfg, dtype: str) -> Dict[bool, Tuple[float, float]]:
+    """{activation checkpointing: (bytes per sample, batch-independent bytes)} of saved activations, from
+    fake runs at batch 1 and 2 (without blocks to checkpoint, both are the plain numbers)."""
     from .distributed import find_blocks
     with fake_mode():
         torch.manual_seed(0)
         network = build_network(cfg)
         blocks = find_blocks(network)
-        at = [activation_bytes(saved_bytes(network, lambda b=b: network_forward(network, cfg, b, dtype), blocks),
-                               checkpointing and bool(blocks)) for b in (1, 2)]
-    per_sample = at[1] - at[0]
-    return per_sample, at[0] - per_sample
+        saved = [saved_bytes(network, lambda b=b: network_forward(network, cfg, b, dtype, labels=False), blocks)
+                 for b in (1, 2)]
+    result = {}
+    for checkpointing in (False, True):
+        one, two = (activation_bytes(s, checkpointing and bool(blocks)) for s in saved)
+        result[checkpointing] = (two - one, 2 * one - two)
+    return result
 
 
 # ---- FLOPs ------------------------------------------------------------------------------------------
@@ -224,7 +233,7 @@ def training_flops(cfg) -> float:
         torch.manual_seed(0)
         network = build_network(cfg)
         with flop_counter.FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION) as counter:
-            network_forward(network, cfg, 1, "fp32").backward()
+            network_forward(network, cfg, 1, "fp32", labels=False).backward()
     return float(counter.get_total_flops())
 
 
@@ -249,7 +258,8 @@ def plan(cfg, world_size: int = 1) -> dict:
         raise UserError(f"--batch_size={cfg.optim.batch_size} must be divisible by --world_size={world_size}")
     dtype, ckpt = compute_dtype(cfg), cfg.run.activation_checkpointing
     trainable, frozen, largest = parameter_counts(cfg)
-    per_sample, fixed = measure_activations(cfg, ckpt, dtype)
+    modes = measure_activations(cfg, dtype)
+    per_sample, fixed = modes[ckpt]
     local = cfg.optim.batch_size // world_size // cfg.optim.grad_accum_steps  # samples per micro-step
     total = trainable + frozen
     weights, ema, grads, optimizer = 4 * total, 4 * total, 4 * trainable, 8 * trainable
@@ -259,7 +269,8 @@ def plan(cfg, world_size: int = 1) -> dict:
     return {"trainable": trainable, "frozen": frozen, "largest_unit": largest, "dtype": dtype,
             "checkpointing": ckpt, "world_size": world_size, "local_batch": local, "weights": weights,
             "ema": ema, "grads": grads, "optimizer": optimizer, "per_sample": per_sample, "fixed": fixed,
-            "activations": activations, "ddp": ddp, "fsdp": fsdp, "flops_per_video": training_flops(cfg)}
+            "activations": activations, "ddp": ddp, "fsdp": fsdp, "flops_per_video": training_flops(cfg),
+            "activation_modes": modes}
 
 
 def step_seconds(flops_per_video: float, batch: int, world_size: int, peak: float, mfu: float) -> float:
@@ -302,22 +313,22 @@ def preset_row(name: str, world_size: int, mfu: float) -> list:
     largest micro-batch an 80 GB GPU holds (DDP, FSDP over ``world_size``), time per step on 8 GPUs."""
     from .presets import get_preset
     cfg = get_preset(name)
-    plain = plan(cfg, world_size)
     cfg.run.activation_checkpointing = True
-    ckpt = plan(cfg, world_size)
-    static_ddp, static_fsdp = ckpt["ddp"] - ckpt["activations"], ckpt["fsdp"] - ckpt["activations"]
+    p = plan(cfg, world_size)
+    plain_per_sample = p["activation_modes"][False][0]
+    static_ddp, static_fsdp = p["ddp"] - p["activations"], p["fsdp"] - p["activations"]
     memory = ACCELERATORS["H100 SXM 80GB"][1]
 
     def micro_batch(static):
-        room = memory - static - ckpt["fixed"]
-        return max(0, int(room // ckpt["per_sample"])) if room > 0 else 0
+        room = memory - static - p["fixed"]
+        return max(0, int(room // p["per_sample"])) if room > 0 else 0
     b = cfg.optim.batch_size
-    return [name, f"{(plain['trainable'] + plain['frozen']) / 1e6:.0f}", str(b),
-            f"{plain['per_sample'] / GB:.2f}", f"{ckpt['per_sample'] / GB:.2f}",
+    return [name, f"{(p['trainable'] + p['frozen']) / 1e6:.0f}", str(b),
+            f"{plain_per_sample / GB:.2f}", f"{p['per_sample'] / GB:.2f}",
             f"{static_ddp / GB:.1f}", f"{static_fsdp / GB:.1f}",
             f"{micro_batch(static_ddp)} / {micro_batch(static_fsdp)}",
-            f"{plain['flops_per_video'] / 1e12:.2f}"] + [
-        f"{step_seconds(plain['flops_per_video'], b, world_size, peak, mfu):.1f}"
+            f"{p['flops_per_video'] / 1e12:.2f}"] + [
+        f"{step_seconds(p['flops_per_video'], b, world_size, peak, mfu):.1f}"
         for peak, _ in ACCELERATORS.values()]
 
 
