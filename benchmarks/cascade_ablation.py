@@ -109,7 +109,7 @@ def new_domain(video):
 
 def fine_tune_image_model(image_model, cfg, steps, batch, lr, seed=0):
     """Fine-tune the image model alone on single frames of the new domain (its own EDM loss)."""
-    model = copy.deepcopy(image_model).train()
+    model = copy.deepcopy(image_model).train().requires_grad_(True)  # an EMA copy may come frozen
     data = copy.deepcopy(cfg.data)
     data.num_frames = 1
     dataset = toy_data.build_dataset(data, "train")
