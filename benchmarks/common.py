@@ -12,6 +12,8 @@
   fused kernel and explicit matmuls count the same.
 - ``attempt`` / ``derive`` / ``fmt``: a failed measurement becomes an ``Error`` that prints as
   "error: ..." in its table cell, so a benchmark always prints its tables.
+- ``over_seeds`` / ``spread``: a training benchmark's ``--seeds=0,1,2`` runs each row once per training
+  seed and prints mean ± std over seeds, so a table says when a difference between rows is noise.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Callable, List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from torch.utils import flop_counter
@@ -164,6 +166,39 @@ def count_flops(fn: Callable[[], object], by_op: bool = False):
     if by_op:
         return {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
     return counter.get_total_flops()
+
+
+# ---- training seeds ----------------------------------------------------------------------------------
+
+def parse_seeds(text: str) -> List[Optional[int]]:
+    """``"0,1,2"`` -> [0, 1, 2]; ``""`` -> [None] (one run with the preset's own seed)."""
+    seeds = [int(x) for x in text.split(",") if x.strip()]
+    return seeds or [None]
+
+
+def over_seeds(run: Callable[[Optional[int]], dict], seeds: Sequence[Optional[int]], keys: Sequence[str]) -> dict:
+    """``run(seed)`` for every seed; the first run's dict with each of ``keys`` replaced by (mean, std over
+    seeds) (std 0 for one seed) and "seeds"; a run that returns or raises an error makes the row an error."""
+    from nano_videodiff.evaluation.stats import seed_spread
+    outs = []
+    for seed in seeds:
+        try:
+            outs.append(run(seed))
+        except Exception as e:  # a benchmark reports, it does not fail
+            outs.append({"error": repr(e)})
+        if "error" in outs[-1]:
+            return outs[-1]
+    combined = dict(outs[0], seeds=len(outs))
+    for key in keys:
+        if key in outs[0]:
+            combined[key] = seed_spread([o[key] for o in outs])
+    return combined
+
+
+def spread(value, spec: str) -> str:
+    """(mean, std) over seeds as "mean ± std" (just the mean for one seed)."""
+    mean, std = value
+    return f"{mean:{spec}} ± {std:{spec}}" if std else f"{mean:{spec}}"
 
 
 # ---- tables ------------------------------------------------------------------------------------------

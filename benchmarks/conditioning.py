@@ -9,6 +9,7 @@ third-party summary and could not check them against the paper itself).
 
     python benchmarks/conditioning.py                       # bouncing balls, ~3 x 4 minutes on 2 CPU cores
     python benchmarks/conditioning.py --steps=300 --preset=physion_collide
+    python benchmarks/conditioning.py --steps=100 --seeds=0,1,2    # mean ± std over training seeds
 
 It prints a markdown table; it never fails the test suite (it is not part of it).
 """
@@ -31,14 +32,16 @@ from nano_videodiff.generation import generate  # noqa: E402
 from nano_videodiff.hardware import resolve_dtype  # noqa: E402
 from nano_videodiff.evaluation.metrics import psnr, ssim  # noqa: E402
 from nano_videodiff.models import count_parameters  # noqa: E402
+from benchmarks.common import over_seeds, parse_seeds, spread  # noqa: E402
 
 
-def run(strategy: str, args) -> dict:
-    out_dir = Path(args.out_dir) / strategy
+def run(strategy: str, args, seed=None) -> dict:
+    out_dir = Path(args.out_dir) / (strategy if seed is None else f"{strategy}_seed{seed}")
     t0 = time.time()
     result = train.main([f"--config={args.preset}", f"--conditioning={strategy}", "--masking=predict",
                          f"--max_steps={args.steps}", f"--out_dir={out_dir}", "--overwrite",
-                         "--preview_every=0", f"--ckpt_every={args.steps}", f"--dtype={args.dtype}"])
+                         "--preview_every=0", f"--ckpt_every={args.steps}", f"--dtype={args.dtype}"]
+                        + ([] if seed is None else [f"--seed={seed}"]))
     minutes = (time.time() - t0) / 60
     cfg, ema = result["config"], result["ema"].eval()
     d = cfg.data
@@ -66,23 +69,24 @@ def main():
     p.add_argument("--dtype", default="auto", help="auto (bf16 where it is fast: nano_videodiff/hardware.py) | bf16 | fp32")
     p.add_argument("--out_dir", default="benchmarks/out/conditioning")
     p.add_argument("--strategies", default="concat,adaln,cross_attention")
+    p.add_argument("--seeds", default="", help="training seeds, e.g. 0,1,2: scores as mean ± std over seeds")
     args = p.parse_args()
     args.dtype = resolve_dtype(args.dtype, torch.device("cpu")).name
     rows = []
     for strategy in args.strategies.split(","):
-        try:
-            rows.append(run(strategy, args))
-        except Exception as e:  # a benchmark reports, it does not fail
-            rows.append({"conditioning": strategy, "error": repr(e)})
-    print(f"\n### Conditioning strategies: {args.preset}, {args.steps} steps, same seed and data\n")
+        row = over_seeds(lambda seed: run(strategy, args, seed), parse_seeds(args.seeds),
+                         ("final_loss", "psnr", "ssim", "minutes"))
+        rows.append({"conditioning": strategy, **row})
+    print(f"\n### Conditioning strategies: {args.preset}, {args.steps} steps, same data, training seeds "
+          f"{args.seeds or 'of the preset'} (± = std over seeds)\n")
     print("| conditioning | params (M) | final loss | prediction PSNR (dB) | SSIM | train minutes |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
             print(f"| {r['conditioning']} | error: {r['error']} | | | | |")
         else:
-            print(f"| {r['conditioning']} | {r['params_M']:.2f} | {r['final_loss']:.4f} | {r['psnr']:.2f} | "
-                  f"{r['ssim']:.3f} | {r['minutes']:.1f} |")
+            print(f"| {r['conditioning']} | {r['params_M']:.2f} | {spread(r['final_loss'], '.4f')} | "
+                  f"{spread(r['psnr'], '.2f')} | {spread(r['ssim'], '.3f')} | {r['minutes'][0]:.1f} |")
 
 
 if __name__ == "__main__":

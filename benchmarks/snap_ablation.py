@@ -80,7 +80,7 @@ from nano_videodiff.generation import generate  # noqa: E402
 from nano_videodiff.evaluation import toy_features  # noqa: E402
 from nano_videodiff.evaluation.distances import frechet_distance, kernel_distance  # noqa: E402
 from nano_videodiff.evaluation.metrics import psnr, ssim  # noqa: E402
-from nano_videodiff.evaluation.stats import seed_spread  # noqa: E402
+from benchmarks.common import over_seeds, parse_seeds, spread  # noqa: E402
 from nano_videodiff.models import build_denoiser, count_parameters, resolved_sigma_in  # noqa: E402
 from nano_videodiff.training.objectives import DiffusionObjective  # noqa: E402
 
@@ -276,23 +276,6 @@ def run(key: str, row: dict, args, stats_cache: dict, seed: Optional[int] = None
 SCORES = ("psnr", "ssim", "fd", "kid", "minutes")
 
 
-def combine_seeds(outs: List[dict]) -> dict:
-    """One row's runs over training seeds: each score as (mean, std over seeds); an error if any run failed."""
-    failed = [o for o in outs if "error" in o]
-    if failed:
-        return failed[0]
-    combined = dict(outs[0], seeds=len(outs))
-    for key in SCORES:
-        if key in outs[0]:
-            combined[key] = seed_spread([o[key] for o in outs])
-    return combined
-
-
-def _spread(value, spec: str) -> str:
-    mean, std = value
-    return f"{mean:{spec}} ± {std:{spec}}" if std else f"{mean:{spec}}"
-
-
 def count_params_line(results: Dict[str, dict]) -> str:
     sizes = sorted({f"{r['params_M']:.2f}M" for r in results.values() if "params_M" in r})
     return f"backbone parameters {', '.join(sizes) or 'n/a'}"
@@ -324,8 +307,8 @@ def print_table(rows: Dict[str, dict], results: Dict[str, dict], args, cfg, floo
             cells += [f"error: {err}"] + [""] * (len(head) - len(cells) - 3)
         else:
             if masked:
-                cells += [_spread(r["psnr"], ".2f"), _spread(r["ssim"], ".3f")]
-            cells += [_spread(r["fd"], ".2f"), _spread(r["kid"], ".4f"), f"{60 * r['minutes'][0]:.0f}"]
+                cells += [spread(r["psnr"], ".2f"), spread(r["ssim"], ".3f")]
+            cells += [spread(r["fd"], ".2f"), spread(r["kid"], ".4f"), f"{60 * r['minutes'][0]:.0f}"]
         cells += [PAPER_SIGMA_IN[key], paper]
         print("| " + " | ".join(cells) + " |")
     if floor:
@@ -364,7 +347,7 @@ def main(argv=None):
     p.add_argument("--seeds", default="", help="training seeds, e.g. 0,1,2: every row once per seed, "
                    "scores as mean ± std over seeds (default: the preset's one seed)")
     args, passthrough = p.parse_known_args(argv)
-    args.seed_list = [int(x) for x in args.seeds.split(",") if x.strip()]
+    args.seed_list = [s for s in parse_seeds(args.seeds) if s is not None]
     extra = [f"--max_frame_stride={args.max_frame_stride}"] if args.max_frame_stride != 1 else []
     extra += (TINY if args.tiny else []) + passthrough
     args.extra = extra
@@ -390,13 +373,7 @@ def main(argv=None):
     results, cache = {}, {}
     for key, row in rows.items():
         print(f"\n=== row ({key}) {row['name']}: {' '.join(row['overrides'][1:])} [{row['image_mode']}]")
-        outs = []
-        for seed in args.seed_list or [None]:
-            try:
-                outs.append(run(key, row, args, cache, seed))
-            except Exception as e:  # a benchmark reports, it does not fail
-                outs.append({"error": repr(e)})
-        results[key] = combine_seeds(outs)
+        results[key] = over_seeds(lambda seed: run(key, row, args, cache, seed), args.seed_list or [None], SCORES)
     cfg, _, _ = presets.resolve(next(iter(rows.values()))["overrides"]) if rows else (None, None, None)
     if cfg is not None:
         print_table(rows, results, args, cfg, cache.get("floor", {}))

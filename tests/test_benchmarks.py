@@ -96,3 +96,16 @@ def test_toy_config_is_the_backbone_in_pixel_space_at_the_asked_size(backbone):
         assert cfg.model.fit_group_h == cfg.model.fit_group_w == 64 // cfg.model.patch_size // 2
     if backbone in ("unet", "videoldm"):  # attention at 1/4 of the frame, as the presets' 8 px at 32 px
         assert cfg.model.unet_attn_resolutions == "16"
+
+
+def test_over_seeds_gives_mean_and_spread_and_passes_errors_on():
+    from benchmarks.common import over_seeds, parse_seeds, spread
+    scores = {0: 1.0, 1: 3.0}
+    row = over_seeds(lambda seed: {"psnr": scores[seed], "name": "a"}, parse_seeds("0,1"), ("psnr",))
+    assert row["psnr"] == pytest.approx((2.0, 2 ** 0.5)) and row["name"] == "a" and row["seeds"] == 2
+    assert spread(row["psnr"], ".1f") == "2.0 ± 1.4" and spread((2.0, 0.0), ".1f") == "2.0"
+    assert parse_seeds("") == [None]
+
+    def failing(seed):
+        raise RuntimeError("boom")
+    assert "boom" in over_seeds(failing, [0, 1], ("psnr",))["error"]

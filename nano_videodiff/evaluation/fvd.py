@@ -5,8 +5,8 @@ arXiv 1812.01717, Sec. 3) is the Frechet distance (``distances.py``) between Gau
 features (``i3d.py``: the 400 Kinetics logits) of real and of generated clips. The number depends on the
 protocol as much as on the model, so the protocol is fixed here and recorded with every result:
 
-- **clip length 16**: the first ``CLIP_LENGTH`` frames of each clip (W.A.L.T, Snap Video, StyleGAN-V and
-  the FVD paper's own experiments score 16-frame clips); shorter clips are refused rather than scored
+- **clip length 16**: the first ``CLIP_LENGTH`` frames of each clip (StyleGAN-V's protocol and the FVD
+  paper's own experiments score 16-frame clips); shorter clips are refused rather than scored
   differently;
 - **resizing to 224**: each frame's shorter side is resized to 224 pixels (bilinear, no antialiasing), then
   centre-cropped to 224 x 224, as StyleGAN-V's PyTorch port does (the TF original resizes straight to

