@@ -163,11 +163,12 @@ videos = generate(transferred, base_cfg, NUM_CLIPS, steps=STEPS, seed=2)
 with transferred.backbone.image_model():
     alone = generate(transferred, base_cfg, NUM_CLIPS, steps=STEPS, seed=2)
 (accel_t, _), (accel_a, _) = motion(videos, 1.0), motion(alone, 1.0)
+accel_real = motion(new_domain(held_out_clips(base_cfg, NUM_CLIPS)), 1.0)[0]
 white = float((videos.mean(2) > 0).float().mean())
 check("the new appearance: mostly white background", white > 0.5, f"white-background fraction {white:.2f}")
-check("the motion carries over (smoother than the image model alone)", accel_t < accel_a,
-      f"centroid acceleration {accel_t:.2f} px vs {accel_a:.2f} px alone; real clips "
-      f"{motion(new_domain(held_out_clips(base_cfg, NUM_CLIPS)), 1.0)[0]:.2f} px")
+check("the motion carries over: closer to the real clips' smoothness than the image model alone",
+      accel_t < (accel_a + accel_real) / 2,
+      f"centroid acceleration {accel_t:.2f} px vs {accel_a:.2f} px alone; real clips {accel_real:.2f} px")
 save_png(OUT / "transfer.png", frames_grid(torch.stack([alone[0], videos[0]])), scale=4)
 print("transfer.png rows: the fine-tuned image model alone | with the original temporal layers")
 print(f"total {time.time() - t_start:.0f} s")
