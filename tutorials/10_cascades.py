@@ -33,7 +33,7 @@
 #    identities the design promises at init;
 # 2. loads (or trains) the toy cascade of `training/cascade_configs.py`: a 16x16 Video LDM base and a
 #    16 -> 64 upsampler, image and temporally aligned, and compares them with bilinear upsampling;
-# 3. fine-tunes the base's image model on a new appearance (inverted colours) and plugs the old temporal
+# 3. fine-tunes the base's image model on a new appearance (a navy background) and plugs the old temporal
 #    layers on top (Video LDM Sec. 4): does the motion carry over?
 #
 # Run it with `python tutorials/10_cascades.py` (figures in `tutorials/out/10/`); it uses the toy cascade's
@@ -49,8 +49,8 @@ import torch
 from _common import QUICK, ROOT, check, out_dir  # also puts the repository root on sys.path
 
 import train
-from benchmarks.cascade_ablation import (fine_tune_image_model, flicker, gradient_energy, held_out_clips, motion,
-                                         new_domain)
+from benchmarks.cascade_ablation import (NAVY, fine_tune_image_model, flicker, gradient_energy, held_out_clips,
+                                         motion, new_domain)
 from nano_videodiff.conditioning import Cond
 from nano_videodiff.evaluation.metrics import psnr
 from nano_videodiff.evaluation.video_io import frames_grid, save_png
@@ -147,12 +147,14 @@ print("cascade.png rows: a base sample (nearest) | its upsampled video | held-ou
 # %% [markdown]
 # ## 3. Temporal layers on other image weights (Video LDM Sec. 4)
 #
-# Fine-tune the base's image model alone on single frames of a new domain (colours inverted: white background),
-# load it into the spatial layers of the base video model and sample. The temporal layers are untouched.
+# Fine-tune the base's image model alone on single frames of a new domain (a navy background, the balls as they
+# were), load it into the spatial layers of the base video model and sample. The temporal layers are untouched.
+# (`benchmarks/cascade_ablation.py --domain=invert` shows the limit: after inverting every colour the old
+# temporal layers no longer help, docs/cascades.md.)
 
 # %%
 image_model, frames_cfg = models["cascade_base_frames"]
-tuned = fine_tune_image_model(image_model, frames_cfg, FINETUNE_STEPS, batch=16, lr=1e-3)
+tuned = fine_tune_image_model(image_model, frames_cfg, FINETUNE_STEPS, batch=16, lr=1e-3, domain="navy")
 transferred = copy.deepcopy(base)
 before = {k: v.clone() for k, v in transferred.backbone.state_dict().items() if not k.startswith("unet.")}
 transferred.backbone.load_image_model(tuned.state_dict())
@@ -162,12 +164,13 @@ check("the temporal layers are bit-exact after the swap", all(torch.equal(after[
 videos = generate(transferred, base_cfg, NUM_CLIPS, steps=STEPS, seed=2)
 with transferred.backbone.image_model():
     alone = generate(transferred, base_cfg, NUM_CLIPS, steps=STEPS, seed=2)
-(accel_t, _), (accel_a, _) = motion(videos, 1.0), motion(alone, 1.0)
-white = float((videos.mean(2) > 0).float().mean())
-check("the new appearance: mostly white background", white > 0.5, f"white-background fraction {white:.2f}")
-check("the motion carries over (smoother than the image model alone)", accel_t < accel_a,
-      f"centroid acceleration {accel_t:.2f} px vs {accel_a:.2f} px alone; real clips "
-      f"{motion(new_domain(held_out_clips(base_cfg, NUM_CLIPS)), 1.0)[0]:.2f} px")
+(accel_t, _), (accel_a, _) = motion(videos, NAVY), motion(alone, NAVY)
+accel_real = motion(new_domain(held_out_clips(base_cfg, NUM_CLIPS), "navy"), NAVY)[0]
+navy = float(((videos - NAVY).abs().amax(2) < 0.3).float().mean())
+check("the new appearance: mostly navy background", navy > 0.5, f"share of navy pixels {navy:.2f}")
+check("the motion carries over: closer to the real clips' smoothness than the image model alone",
+      accel_t < (accel_a + accel_real) / 2,
+      f"centroid acceleration {accel_t:.2f} px vs {accel_a:.2f} px alone; real clips {accel_real:.2f} px")
 save_png(OUT / "transfer.png", frames_grid(torch.stack([alone[0], videos[0]])), scale=4)
 print("transfer.png rows: the fine-tuned image model alone | with the original temporal layers")
 print(f"total {time.time() - t_start:.0f} s")
