@@ -38,8 +38,9 @@ Here the readout is a fixed, training-free judge applied to the generated pixels
 judge"), so a contact accuracy measures the rollout itself and needs no readout training set. Copy-last
 only sees contact that already happened in the context, which makes it a "readout C"-like floor.
 VDT (Lu et al. 2023) trained on Physion Collide with 8 given -> 8 predicted frames and reported a VQA
-(contact) accuracy from a readout plus FVD/SSIM of the frames; FVD needs downloaded I3D weights, so
-the pixel columns here are PSNR/SSIM, and the object columns replace the readout with measured physics.
+(contact) accuracy from a readout plus FVD/SSIM of the frames. Here the pixel columns are PSNR/SSIM and
+the object columns measure the physics; FVD (with an I3D file the user supplies), a learned-feature
+distance, Physion's readout and per-scenario tables are added by ``report.py`` (``sample.py --eval``).
 
 Datasets without object states (bouncing balls, Moving MNIST) get the model and copy-last rows with
 PSNR/SSIM only (physics columns None); Moving MNIST adds its per-frame MSE (sum over 64x64 pixels in
