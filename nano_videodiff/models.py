@@ -43,9 +43,9 @@ def build_denoiser(cfg) -> Denoiser:
     autoencoder = build_frozen_autoencoder(cfg) if uses_latents(cfg) else None  # weights: latent.py loads them
     from .upsampler import denoiser_class  # a super-resolution stage diffuses the residual (upsampler.py)
     return denoiser_class(cfg)(build_backbone(cfg), sigma_data=d.sigma_data, sigma_in=resolved_sigma_in(cfg),
-                    P_mean=d.P_mean, P_std=d.P_std,
-                    self_condition_prob=self_cond, autoencoder=autoencoder,
-                    text_encoder=build_text_encoder(cfg.model, cfg.data))
+                               P_mean=d.P_mean, P_std=d.P_std,
+                               self_condition_prob=self_cond, autoencoder=autoencoder,
+                               text_encoder=build_text_encoder(cfg.model, cfg.data))
 
 
 def build_autoencoder(cfg) -> nn.Module:

@@ -292,7 +292,11 @@ def run_cascade(videos: torch.Tensor, args, device) -> tuple:
     nearest-upsampled to that size, to show next to them)."""
     from .models import load_model
     stages = [load_model(path, args.use_ema, device) for path in args.upsampler.split(",") if path]
-    levels = [float(s) for s in str(args.aug_sigma).split(",")]
+    try:
+        levels = [float(s) for s in str(args.aug_sigma).split(",")]
+    except ValueError:
+        raise UserError(f"--aug_sigma must be a number, or one per stage (0.1 or 0.1,0.05); "
+                        f"got {args.aug_sigma!r}") from None
     outputs = cascade(videos, stages, levels if len(levels) > 1 else levels[0], steps=args.upsampler_steps,
                       seed=args.seed, dtype=args.dtype, batch_size=args.batch_size, device=device, progress=True)
     factor = math.prod(cfg.model.sr_factor for _, cfg in stages)

@@ -192,8 +192,8 @@ def test_training_inputs_crop_on_the_grid_and_noise_within_the_range():
     assert crop.shape == (4, 2, 3, 8, 8) and torch.equal(sigma, torch.zeros(4))
     assert torch.allclose(low, upsampler.downsample(crop, 4))
     for clip, part in zip(x, crop):  # each crop is a window of its clip at a multiple of f
-        found = [(i, j) for i in range(0, 9, 4) for j in range(0, 25, 4) if torch.equal(clip[..., i:i + 8, j:j + 8], part)]
-        assert found
+        windows = [clip[..., i:i + 8, j:j + 8] for i in range(0, 9, 4) for j in range(0, 25, 4)]
+        assert any(torch.equal(window, part) for window in windows)
     cfg.model.sr_aug_max = 0.3
     _, low, sigma = upsampler.training_inputs(cfg, x, 4, gen(0), slice(0, 4))
     assert ((sigma >= 0) & (sigma <= 0.3)).all() and sigma.std() > 0

@@ -128,7 +128,8 @@ with torch.no_grad():
 
 
 def score(v):
-    return float(psnr(v.flatten(0, 1), truth.flatten(0, 1)).mean()), flicker(v, truth), gradient_energy(v) / gradient_energy(truth)
+    sharpness = gradient_energy(v) / gradient_energy(truth)
+    return float(psnr(v.flatten(0, 1), truth.flatten(0, 1)).mean()), flicker(v, truth), sharpness
 
 
 for name, v in (("bilinear", bilinear), ("image upsampler", image), ("aligned upsampler", aligned)):
@@ -142,7 +143,8 @@ samples = generate(base, base_cfg, NUM_CLIPS, steps=STEPS, seed=1)
 big = upsample_videos(sr, sr_cfg, samples, AUG_SIGMA, steps=STEPS, seed=1)
 save_png(OUT / "cascade.png", frames_grid(torch.stack([upsample(samples, 4, "nearest")[0], big[0],
                                                        nearest[0], image[0], aligned[0], truth[0]])), scale=2)
-print("cascade.png rows: a base sample (nearest) | its upsampled video | held-out clip: nearest | image | aligned | truth")
+print("cascade.png rows: a base sample (nearest) | its upsampled video | a held-out clip: nearest | image "
+      "upsampler | aligned upsampler | truth")
 
 # %% [markdown]
 # ## 3. Temporal layers on other image weights (Video LDM Sec. 4)
