@@ -41,7 +41,7 @@ def real_network(cfg, checkpointing=False):
 
 
 @pytest.mark.parametrize("name,dtype", [("vdt_s2", "fp32"), ("vdt_s2", "bf16"), ("walt_l", "bf16"),
-                                        ("snapvideo_500m", "bf16")])
+                                        ("walt_xl", "bf16"), ("snapvideo_500m", "bf16")])
 def test_activation_memory_matches_a_real_cpu_forward(name, dtype):
     cfg = reduced(get_preset(name))
     network = real_network(cfg)
