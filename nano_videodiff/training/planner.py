@@ -329,11 +329,16 @@ def preset_row(name: str, world_size: int, mfu: float) -> list:
         room = memory - static - p["fixed"]
         return max(0, int(room // p["per_sample"])) if room > 0 else 0
     b = cfg.optim.batch_size
+    local = b // world_size  # the paper's batch on world_size GPUs: the fewest accumulation steps that fit
+    accum = next((a for a in range(1, local + 1) if local % a == 0 and
+                  static_fsdp + p["fixed"] + local // a * p["per_sample"] <= memory), None)
+    fsdp_gpu = "does not fit" if accum is None else \
+        f"{(static_fsdp + p['fixed'] + local // accum * p['per_sample']) / GB:.0f} GB (accumulation x{accum})"
     params = f"{p['trainable'] / 1e6:.0f}" + (f" (+{p['frozen'] / 1e6:.0f} frozen)" if p["frozen"] else "")
     return [name, params, str(b),
             f"{plain_per_sample / GB:.2f}", f"{p['per_sample'] / GB:.2f}",
             f"{static_ddp / GB:.1f}", f"{static_fsdp / GB:.1f}",
-            f"{micro_batch(static_ddp)} / {micro_batch(static_fsdp)}",
+            f"{micro_batch(static_ddp)} / {micro_batch(static_fsdp)}", fsdp_gpu,
             f"{p['flops_per_video'] / 1e12:.2f}"] + [
         f"{step_seconds(p['flops_per_video'], b, world_size, peak, mfu):.2f}"
         for peak, _ in ACCELERATORS.values()]
@@ -342,6 +347,7 @@ def preset_row(name: str, world_size: int, mfu: float) -> list:
 def preset_table(names, world_size: int = 8, mfu: float = DEFAULT_MFU) -> str:
     headers = ["preset", "params (M)", "paper batch", "activations / sample (GB)", "with checkpointing (GB)",
                "static DDP (GB)", f"static FSDP-{world_size} (GB)", "micro-batch per 80 GB: DDP / FSDP",
+               f"per GPU at the paper batch, FSDP-{world_size}",
                "TFLOP / video"] + [f"s / step, {world_size}x {n.split()[0]}" for n in ACCELERATORS]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(preset_row(n, world_size, mfu)) + " |" for n in names]
