@@ -148,7 +148,7 @@ def run(names, small: bool, batch: int, steps: int, comparison: bool, fsdp: bool
     text = [f"## Paper presets ({'reduced' if small else 'full size'}, batch {batch} per device, {world} "
             f"device(s){', FSDP2' if fsdp else ''}, bf16, activation checkpointing)",
             markdown_table(["preset", "params (M)", "ms / step", "peak memory (GB)", "planned (GB)", "MFU %"], rows),
-            f"\nMFU against {peak / 1e12:.1f} TFLOP/s ({source})."]
+            f"\nMFU against {peak / 1e12:.3g} TFLOP/s ({source})."]
     if comparison:
         text += ["", "## Snap Video: FIT 500M vs the 284M U-Net (Table 2)", comparison_table(small, batch, steps,
                                                                                              device, fsdp, peak)]

@@ -41,7 +41,7 @@ def real_network(cfg, checkpointing=False):
 
 
 @pytest.mark.parametrize("name,dtype", [("vdt_s2", "fp32"), ("vdt_s2", "bf16"), ("walt_l", "bf16"),
-                                        ("snapvideo_500m", "bf16")])
+                                        ("walt_xl", "bf16"), ("snapvideo_500m", "bf16")])
 def test_activation_memory_matches_a_real_cpu_forward(name, dtype):
     cfg = reduced(get_preset(name))
     network = real_network(cfg)
@@ -116,3 +116,10 @@ def test_plan_flags_and_train_py_prints_a_plan_without_training(tmp_path, capsys
     text = capsys.readouterr().out
     assert "total per device: DDP" in text and "A100 80GB" in text and "H100 SXM 80GB" in text
     assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+def test_preset_table_has_a_full_row_per_preset():
+    table = P.preset_table(["vdt_s2"], world_size=8).splitlines()
+    header, row = [c.strip() for c in table[0].strip("|").split("|")], [c.strip() for c in table[2].strip("|").split("|")]
+    assert len(table) == 3 and len(row) == len(header) and row[0] == "vdt_s2"
+    assert row[8].endswith("(accumulation x1)")  # 32 clips of 16 x 128x128 per GPU fit in 80 GB at once

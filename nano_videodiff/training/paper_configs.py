@@ -25,9 +25,8 @@ from .config import Config
 from ..errors import MissingFile
 
 # The frame rate of every paper preset on toy Physion, which simulates at 30 fps and sub-samples by an
-# integer stride: 10 fps (every 3rd frame, VDT's and SlotFormer's Physion protocol). The papers' own rates
-# (Snap Video and W.A.L.T train on clips of their datasets at about 8 fps) are not divisors of 30; with
-# ``--dataset=videos`` and real clips, ``--fps`` may be set to them.
+# integer stride: 10 fps (every 3rd frame, VDT's and SlotFormer's Physion protocol). Rates that do not divide
+# 30 (the 8 fps these presets once asked for) need real clips: ``--dataset=videos`` (any ``--fps``).
 PAPER_FPS = 10.0
 
 

@@ -81,21 +81,31 @@ def fake_mode():
     return FakeTensorMode(allow_non_fake_inputs=True)
 
 
+def fake_network(cfg) -> nn.Module:
+    """``build_network(cfg)`` with fake parameters. Fake tensors have no values, so the label embedders'
+    range check of their input (``layers.LabelEmbedder``: for users' labels) cannot run: this throw-away
+    copy looks its rows up directly, the same computation."""
+    from ..backbones.layers import LabelEmbedder
+    torch.manual_seed(0)
+    network = build_network(cfg)
+    for module in network.modules():
+        if isinstance(module, LabelEmbedder):
+            module.forward = lambda labels, m=module: m.table(torch.where(labels < 0, m.num_classes, labels))
+    return network
+
+
 def compute_dtype(cfg) -> str:
     """What the plan assumes: fp32 if asked for, else bf16 autocast (what ``auto`` picks on A100/H100)."""
     return "fp32" if cfg.run.dtype == "fp32" else "bf16"
 
 
-def synthetic_inputs(cfg, batch: int, device="cpu", labels: bool = True):
-    """(x, c_noise, cond) of the shape, labels and given frames a training step of ``cfg`` feeds the backbone.
-
-    ``labels=False`` leaves the labels out (the fake runs: the label embedder's range check reads values,
-    which fake tensors do not have; a label costs one embedding vector per video)."""
+def synthetic_inputs(cfg, batch: int, device="cpu"):
+    """(x, c_noise, cond) of the shape, labels and given frames a training step of ``cfg`` feeds the backbone."""
     from ..latent import latent_data_config, latent_task_config
     d = latent_data_config(cfg)
     x = torch.randn(batch, d.num_frames, d.channels, d.height, d.width)
     cond = Cond(frame_interval=torch.full((batch,), 1.0 / cfg.data.fps))
-    if cfg.data.num_classes > 0 and labels:
+    if cfg.data.num_classes > 0:
         cond = cond.replace(labels=torch.zeros(batch, dtype=torch.long))
     task = latent_task_config(cfg)
     if cfg.task.masking != "none":
@@ -109,12 +119,11 @@ def autocast(dtype: str, device="cpu"):
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=dtype == "bf16")
 
 
-def training_forward(backbone: nn.Module, cfg, batch: int, dtype: str, device="cpu",
-                     labels: bool = True) -> torch.Tensor:
+def training_forward(backbone: nn.Module, cfg, batch: int, dtype: str, device="cpu") -> torch.Tensor:
     """One training forward of the backbone (with RIN self-conditioning's no-grad first pass where the
     config uses it, as ``edm.Denoiser.loss`` does) and a scalar to call backward on."""
     from ..backbones import SELF_CONDITIONING
-    x, c_noise, cond = synthetic_inputs(cfg, batch, device, labels)
+    x, c_noise, cond = synthetic_inputs(cfg, batch, device)
     with autocast(dtype, device):
         if cfg.model.backbone in SELF_CONDITIONING and cfg.model.fit_self_cond_prob > 0:
             with torch.no_grad():
@@ -131,13 +140,12 @@ def build_network(cfg) -> nn.Module:
     return (build_autoencoder(cfg) if is_autoencoder(cfg) else build_backbone(cfg)).train()
 
 
-def network_forward(network: nn.Module, cfg, batch: int, dtype: str, device="cpu",
-                    labels: bool = True) -> torch.Tensor:
+def network_forward(network: nn.Module, cfg, batch: int, dtype: str, device="cpu") -> torch.Tensor:
     """The training loss of ``build_network(cfg)`` on synthetic inputs of ``batch`` samples."""
     from ..backbones import is_autoencoder
     from ..conditioning import Batch
     if not is_autoencoder(cfg):
-        return training_forward(network, cfg, batch, dtype, device, labels)
+        return training_forward(network, cfg, batch, dtype, device)
     d = cfg.data
     video = torch.rand(batch, d.num_frames, d.channels, d.height, d.width, device=device) * 2 - 1
     with autocast(dtype, device):
@@ -200,10 +208,9 @@ def measure_activations(cfg, dtype: str) -> Dict[bool, Tuple[float, float]]:
     fake runs at batch 1 and 2 (without blocks to checkpoint, both are the plain numbers)."""
     from .distributed import find_blocks
     with fake_mode():
-        torch.manual_seed(0)
-        network = build_network(cfg)
+        network = fake_network(cfg)
         blocks = find_blocks(network)
-        saved = [saved_bytes(network, lambda b=b: network_forward(network, cfg, b, dtype, labels=False), blocks)
+        saved = [saved_bytes(network, lambda b=b: network_forward(network, cfg, b, dtype), blocks)
                  for b in (1, 2)]
     result = {}
     for checkpointing in (False, True):
@@ -230,10 +237,9 @@ CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sd
 def training_flops(cfg) -> float:
     """Model FLOPs of one training video: forward + backward (+ the self-conditioning forward), fake tensors."""
     with fake_mode():
-        torch.manual_seed(0)
-        network = build_network(cfg)
+        network = fake_network(cfg)
         with flop_counter.FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION) as counter:
-            network_forward(network, cfg, 1, "fp32", labels=False).backward()
+            network_forward(network, cfg, 1, "fp32").backward()
     return float(counter.get_total_flops())
 
 
@@ -323,18 +329,25 @@ def preset_row(name: str, world_size: int, mfu: float) -> list:
         room = memory - static - p["fixed"]
         return max(0, int(room // p["per_sample"])) if room > 0 else 0
     b = cfg.optim.batch_size
-    return [name, f"{(p['trainable'] + p['frozen']) / 1e6:.0f}", str(b),
+    local = b // world_size  # the paper's batch on world_size GPUs: the fewest accumulation steps that fit
+    accum = next((a for a in range(1, local + 1) if local % a == 0 and
+                  static_fsdp + p["fixed"] + local // a * p["per_sample"] <= memory), None)
+    fsdp_gpu = "does not fit" if accum is None else \
+        f"{(static_fsdp + p['fixed'] + local // accum * p['per_sample']) / GB:.0f} GB (accumulation x{accum})"
+    params = f"{p['trainable'] / 1e6:.0f}" + (f" (+{p['frozen'] / 1e6:.0f} frozen)" if p["frozen"] else "")
+    return [name, params, str(b),
             f"{plain_per_sample / GB:.2f}", f"{p['per_sample'] / GB:.2f}",
             f"{static_ddp / GB:.1f}", f"{static_fsdp / GB:.1f}",
-            f"{micro_batch(static_ddp)} / {micro_batch(static_fsdp)}",
+            f"{micro_batch(static_ddp)} / {micro_batch(static_fsdp)}", fsdp_gpu,
             f"{p['flops_per_video'] / 1e12:.2f}"] + [
-        f"{step_seconds(p['flops_per_video'], b, world_size, peak, mfu):.1f}"
+        f"{step_seconds(p['flops_per_video'], b, world_size, peak, mfu):.2f}"
         for peak, _ in ACCELERATORS.values()]
 
 
 def preset_table(names, world_size: int = 8, mfu: float = DEFAULT_MFU) -> str:
     headers = ["preset", "params (M)", "paper batch", "activations / sample (GB)", "with checkpointing (GB)",
                "static DDP (GB)", f"static FSDP-{world_size} (GB)", "micro-batch per 80 GB: DDP / FSDP",
+               f"per GPU at the paper batch, FSDP-{world_size}",
                "TFLOP / video"] + [f"s / step, {world_size}x {n.split()[0]}" for n in ACCELERATORS]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(preset_row(n, world_size, mfu)) + " |" for n in names]
