@@ -28,6 +28,7 @@ import torch
 from torch.utils import flop_counter
 
 from nano_videodiff.training.config import split_args
+from nano_videodiff.training.planner import CPU_ATTENTION  # the CPU attention kernel's FLOPs
 
 
 class Error(str):
@@ -146,22 +147,10 @@ def mfu(gflops, peak) -> str:
 
 # ---- FLOPs -------------------------------------------------------------------------------------------
 
-def _cpu_sdpa(q, k, v, *args, out_shape=None, **kwargs) -> int:
-    return flop_counter.sdpa_flop_count(q, k, v)
-
-
-def _cpu_sdpa_backward(grad_out, q, k, v, *args, out_shape=None, **kwargs) -> int:
-    return 2 * flop_counter.sdpa_flop_count(q, k, v)  # model FLOPs: 4 matmuls, no recomputed q k^T
-
-
-_CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa,
-                  torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward}
-
-
 def count_flops(fn: Callable[[], object], by_op: bool = False):
     """Matmul/conv/attention FLOPs of one call of ``fn()`` (the call really runs); with ``by_op`` a dict
     {aten op name: FLOPs}, which also tells which kernels ran."""
-    with flop_counter.FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION) as counter:
+    with flop_counter.FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION) as counter:
         fn()
     if by_op:
         return {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}

@@ -78,3 +78,5 @@ def test_ddp_without_unused_parameters_does_not_search_for_them(tmp_path):
 def test_ddp_trains_a_backbone_with_unused_parameters(tmp_path):
     # FIT without given frames: known_embed gets no gradient; DDP must know, or it waits for it forever
     torchrun_train(tmp_path, "--backbone=fit", "--fit_group_h=2", "--fit_group_w=2", "--fit_num_latents=8")
+    ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    assert ckpt["step"] == 2  # both steps finished under DDP (without the flag it would fail or hang)
