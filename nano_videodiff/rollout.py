@@ -35,20 +35,11 @@ import torch
 
 from . import masking
 from .errors import UserError
+from .evaluation.physics_eval import context_length as context_frames  # k: given frames per window
 from .generation import generate
 
 # Window w samples its noise with seed ``seed + w * WINDOW_SEED_STRIDE``: window 0 is generate(seed=seed).
 WINDOW_SEED_STRIDE = 1_000_003
-
-
-def context_frames(cfg, num_context: Optional[int] = None) -> int:
-    """k: the given frames per window (``num_context``, else the training config's, else T // 2)."""
-    t = cfg.data.num_frames
-    k = num_context or cfg.task.num_context or t // 2
-    if not 0 < k < t:
-        raise UserError(f"--num_context={k} must give at least one frame and leave frames to predict: the "
-                        f"model makes {t} frames per window")
-    return k
 
 
 def num_windows(num_given: int, num_frames: int, window: int, k: int) -> int:
