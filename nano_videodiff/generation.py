@@ -113,3 +113,17 @@ def check_guidance_branch_trained(cfg, cfg_scale: float, guidance: str) -> None:
 def show_known(known_x: torch.Tensor, known: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
     """The given content as a picture: known pixels as they are, the rest grey (``fill``)."""
     return torch.where(known.expand_as(known_x), known_x, torch.full_like(known_x, fill))
+
+
+@torch.no_grad()
+def regenerate(model, cfg, videos: torch.Tensor, sigma: float, steps: int = 0, seed: int = 0) -> torch.Tensor:
+    """SDEdit (Meng et al. 2021, arXiv 2108.01073, Sec. 3): ``videos`` noised to ``sigma`` and denoised by the
+    model from there down (``steps`` Heun steps from sigma to sigma_min): the model's own version of them, with
+    its own errors, while they keep what the noise did not drown. Pixel-space models, no given content."""
+    d = cfg.diffusion
+    noise = torch.randn(videos.shape, generator=torch.Generator().manual_seed(seed))
+    sigmas = edm_sigmas(steps or d.sample_steps, d.sigma_min, sigma, d.rho)
+    cond = Cond(frame_interval=torch.full((videos.shape[0],), 1 / cfg.data.fps))
+    # the sampler starts from x_sigma = x / sigma_in + sigma eps, handed to it divided by sigma (its unit noise)
+    x_sigma = videos.float() / model.sigma_in + sigma * noise
+    return sample(model.forward_with_state, x_sigma / sigma, sigmas, cond, sigma_in=model.sigma_in).clamp(-1, 1)

@@ -9,6 +9,8 @@ from the file alone (``tests/test_shipped_checkpoints.py`` does, on every CPU):
   deterministic function of the weights, so it reproduces to float rounding on any machine.
 - ``prediction_psnr`` (prediction models): PSNR of the predicted frames of a few held-out clips, sampled
   with a few deterministic Heun steps.
+- ``upsampling_psnr`` (super-resolution stages): PSNR of the stage's outputs for box-downsampled held-out
+  clips against the clips, a few deterministic Heun steps.
 - ``reconstruction_psnr`` (autoencoders): PSNR of the reconstructions of a few held-out clips.
 
 Shipped files hold only what sampling needs (``checkpoint.export_weights``: config, step, EMA weights in
@@ -28,7 +30,7 @@ from typing import Dict, Optional
 import torch
 
 import toy_data
-from . import latent, masking
+from . import latent, masking, upsampler
 from .training.checkpoint import export_weights, load_checkpoint, load_model_state
 from .conditioning import Batch, Cond
 from .training.config import Config
@@ -85,6 +87,10 @@ def held_out_loss(model, cfg: Config, num_clips: int = CHECK_CLIPS, seed: int = 
     noise = torch.randn(x.shape, generator=g)
     cond = Cond(labels=clips["labels"].long() if cfg.data.num_classes > 0 else None,
                 frame_interval=clips["frame_interval"])
+    if upsampler.is_upsampler(cfg):  # a super-resolution stage: its noised low-res input, as in training
+        x, low_res, aug_sigma = upsampler.training_inputs(cfg, x, len(x), g, slice(None))
+        noise = noise[..., :x.shape[-2], :x.shape[-1]]  # the crop's size (--sr_crop)
+        cond = cond.replace(low_res=low_res, aug_sigma=aug_sigma)
     mixture = masking.mixture_from_config(latent.latent_task_config(cfg), x.shape[1])
     if mixture is not None:
         known, _ = mixture.sample(len(x), *x.shape[1:2], *x.shape[3:], generator=g)
@@ -103,6 +109,15 @@ def prediction_psnr(model, cfg: Config, num_clips: int = CHECK_PREDICTIONS, step
     return float(psnr(pred[:, k:].flatten(0, 1)[:, None], clips["video"][:, k:].flatten(0, 1)[:, None]).mean())
 
 
+@torch.no_grad()
+def upsampling_psnr(model, cfg: Config, num_clips: int = CHECK_PREDICTIONS, steps: int = CHECK_STEPS) -> float:
+    """Mean PSNR (dB) of a super-resolution stage's outputs for the box-downsampled first held-out clips
+    (no augmentation, seed 0, ``steps`` Heun steps) against the clips themselves."""
+    x = toy_data.get_batch(toy_data.build_dataset(cfg.data, "test"), range(num_clips))["video"]
+    out = upsampler.upsample_videos(model, cfg, upsampler.downsample(x, cfg.model.sr_factor), 0.0, steps=steps)
+    return float(psnr(out.flatten(0, 1), x.flatten(0, 1)).mean())
+
+
 def measure_check(model, cfg: Config) -> Dict[str, float]:
     """The numbers the manifest records and the test recomputes."""
     from .backbones import is_autoencoder
@@ -111,6 +126,8 @@ def measure_check(model, cfg: Config) -> Dict[str, float]:
     check = {"held_out_loss": held_out_loss(model, cfg)}
     if cfg.task.masking == "predict":
         check["prediction_psnr"] = prediction_psnr(model, cfg)
+    if upsampler.is_upsampler(cfg):
+        check["upsampling_psnr"] = upsampling_psnr(model, cfg)
     return check
 
 

@@ -242,6 +242,27 @@ def training_inputs(cfg, x: torch.Tensor, batch_size: int, generator: torch.Gene
     return x, augment(low, sigma, noise), sigma
 
 
+@torch.no_grad()
+def residual_std(cfg, aug_sigma: float = 0.0, num_clips: int = 64, seed: int = 0) -> float:
+    """The std of what a stage diffuses, ``x - lift(augment(downsample(x)))``, on ``num_clips`` training clips:
+    the ``--sigma_data`` a stage should use (EDM's sigma_data is the std of the diffused data, Karras et al.
+    2022, arXiv 2206.00364, Sec. 5 / App. B.6). Lifted with bilinear / nearest as configured (depth-to-space
+    starts as nearest).
+
+    The residual of a super-resolution stage is mostly zero (flat regions) with detail at edges, so its std is
+    far below the clips' own: 0.12 for the toy bouncing balls at 4x, where EDM's default 0.5 would make the
+    network predict a target four times smaller than the unit variance its preconditioning assumes.
+    """
+    import toy_data
+    x = toy_data.get_batch(toy_data.build_dataset(cfg.data, "train"), range(num_clips))["video"].float()
+    f = cfg.model.sr_factor
+    low = downsample(x, f)
+    noise = torch.randn(low.shape, generator=torch.Generator().manual_seed(seed))
+    lifted = upsample(augment(low, torch.full((num_clips,), float(aug_sigma)), noise), f,
+                      "nearest" if cfg.model.sr_input == "depth_to_space" else cfg.model.sr_input)
+    return float((x - lifted).std())
+
+
 # ---- sampling ------------------------------------------------------------------------------------------
 
 @torch.no_grad()

@@ -184,3 +184,16 @@ def test_works_with_dataloader():
     batches = list(torch.utils.data.DataLoader(ds, batch_size=3))
     assert len(batches) == 2 and batches[1]["video"].shape == (3, 4, 3, 16, 16)
     assert torch.equal(batches[1]["positions"], ds.get_batch([3, 4, 5])["positions"])
+
+
+def test_a_long_run_of_fresh_clips_does_not_run_out_of_training_clips():
+    """--num_train_clips=0 draws clip step * B + i: 8000 steps of 16 clips is past 100,000 (a crash once)."""
+    import toy_data
+    from nano_videodiff.training.presets import get_preset
+    d = get_preset("cascade_sr_frames").data
+    train, test = toy_data.build_dataset(d, "train"), toy_data.build_dataset(d, "test")
+    assert len(train) >= 10**8
+    clip = toy_data.get_batch(train, [8000 * 16 + 3])["video"]
+    assert clip.shape == (1, 1, 3, 64, 64)
+    assert not torch.equal(clip, toy_data.get_batch(train, [3])["video"])  # a clip of its own
+    assert len(test) == 100_000  # the held-out split as before

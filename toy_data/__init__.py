@@ -33,7 +33,9 @@ def build_dataset(data_cfg, split: str = "train", clip_frames: int = 0):
         from .bouncing_balls import BouncingBalls
         return BouncingBalls(num_frames=frames, resolution=d.size, num_balls=d.num_balls, fps=d.fps,
                              seed=d.data_seed + (TEST_SEED_OFFSET if split == "test" else 0),
-                             channels=d.channels, speed=tuple(d.ball_speed * v for v in BouncingBalls.SPEED))
+                             channels=d.channels, speed=tuple(d.ball_speed * v for v in BouncingBalls.SPEED),
+                             # a fresh clip per sample (--num_train_clips=0) must not run out in a long run
+                             length=10**9 if split == "train" else 100_000)
     if d.dataset == "physion":
         from .physion import SIM_FPS, PhysionDataset
         stride = SIM_FPS / d.fps
