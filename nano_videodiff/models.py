@@ -24,7 +24,7 @@ def build_backbone(cfg) -> nn.Module:
                         "reconstruction loss; use it for diffusion through --autoencoder=<its ckpt.pt>")
     if cfg.model.sr_factor > 1:  # a super-resolution stage around the backbone (upsampler.py)
         from .upsampler import Upsampler
-        return Upsampler.from_config(cfg.model, cfg.data, cfg.diffusion.sigma_data)
+        return Upsampler.from_config(cfg.model, cfg.data)
     return backbone_class(cfg.model.backbone).from_config(cfg.model, latent_data_config(cfg))
 
 

@@ -21,7 +21,8 @@ How it works
 ``2C`` input channels. Given the noisy high-resolution video ``x`` (B, T, C, H, W) and ``cond.low_res``
 (B, T, C, H/f, W/f), it lifts the low-resolution video to H x W (bilinear or nearest upsampling, or
 W.A.L.T's depth-to-space convolution, initialised to equal nearest upsampling), scales it to unit variance
-(EDM's c_in at the augmentation level, ``1 / sqrt(sigma_data^2 + sigma_aug^2)``), concatenates it to ``x``
+(EDM's c_in at the augmentation level, ``1 / sqrt(0.5^2 + sigma_aug^2)``: it is a video, of EDM's image std
+0.5, whatever ``sigma_data`` the residual gets), concatenates it to ``x``
 along the channels and returns the inner backbone's first C output channels. The augmentation level
 ``cond.aug_sigma`` reaches the inner backbone through its ``noise_embedder()`` (``layers.NoiseEmbedder``),
 which adds its embedding to the noise embedding: every backbone gets it, with no per-backbone code.
@@ -57,6 +58,7 @@ from .training.checkpoint import load_model_state
 
 LIFTS = ("bilinear", "nearest", "depth_to_space")
 AUG_SEED_OFFSET = 104_729  # the augmentation noise of sampling has a stream of its own (a prime)
+VIDEO_STD = 0.5  # the std the low-res *video* input is scaled for (EDM's sigma_data of images), not the residual's
 
 
 # ---- resampling ----------------------------------------------------------------------------------------
@@ -114,23 +116,21 @@ class Upsampler(Backbone):
     image upsampler, temporal layers off).
     """
 
-    def __init__(self, inner: Backbone, channels: int, factor: int, lift: str = "bilinear",
-                 sigma_data: float = 0.5):
+    def __init__(self, inner: Backbone, channels: int, factor: int, lift: str = "bilinear"):
         super().__init__()
         if factor < 2 or lift not in LIFTS:
             raise UserError(f"an upsampler needs factor >= 2 and lift in {LIFTS}; got {factor}, {lift!r}")
         self.inner, self.channels, self.factor, self.lift_mode = inner, channels, factor, lift
-        self.sigma_data = float(sigma_data)
         inner.noise_embedder().enable_augmentation()
         self.depth_to_space = DepthToSpace(channels, factor) if lift == "depth_to_space" else None
 
     @classmethod
-    def from_config(cls, model_cfg, data_cfg, sigma_data: float = 0.5) -> "Upsampler":
+    def from_config(cls, model_cfg, data_cfg) -> "Upsampler":
         from dataclasses import replace
         from .backbones import backbone_class
         inner_data = replace(data_cfg, channels=2 * data_cfg.channels)  # [x, lifted low-res]
         inner = backbone_class(model_cfg.backbone).from_config(model_cfg, inner_data)
-        return cls(inner, data_cfg.channels, model_cfg.sr_factor, model_cfg.sr_input, sigma_data)
+        return cls(inner, data_cfg.channels, model_cfg.sr_factor, model_cfg.sr_input)
 
     def lift(self, low_res: torch.Tensor) -> torch.Tensor:
         if self.depth_to_space is not None:
@@ -154,7 +154,7 @@ class Upsampler(Backbone):
         b, c = x.shape[0], x.shape[2]
         sigma = cond.aug_sigma
         sigma = torch.zeros(b, device=x.device) if sigma is None else sigma.to(x.device).float().expand(b)
-        scale = (self.sigma_data**2 + sigma**2).rsqrt().reshape(-1, 1, 1, 1, 1)
+        scale = (VIDEO_STD**2 + sigma**2).rsqrt().reshape(-1, 1, 1, 1, 1)
         lifted = self.lifted(x, cond) * scale.to(x.dtype)
         out, state = self.inner(torch.cat([x, lifted], dim=2), c_noise, cond)
         return out[:, :, :c], state
