@@ -320,6 +320,11 @@ def run_cascade(videos: torch.Tensor, args, device) -> tuple:
                         f"got {args.aug_sigma!r}") from None
     outputs = cascade(videos, stages, levels if len(levels) > 1 else levels[0], steps=args.upsampler_steps,
                       seed=args.seed, dtype=args.dtype, batch_size=args.batch_size, device=device, progress=True)
+    from .evaluation.upsampling import mean_psnr
+    for i, (low, high) in enumerate(zip(outputs, outputs[1:])):  # does each stage keep what it was given?
+        kept = mean_psnr(downsample(high, high.shape[-1] // low.shape[-1]), low)
+        print(f"stage {i + 1}: {low.shape[-2]}x{low.shape[-1]} -> {high.shape[-2]}x{high.shape[-1]}, input PSNR "
+              f"{kept:.2f} dB (its output box-downsampled back against its input)")
     factor = math.prod(cfg.model.sr_factor for _, cfg in stages)
     return outputs[-1], upsample(videos, factor, "nearest")
 
