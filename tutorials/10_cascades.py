@@ -182,7 +182,7 @@ print("the same cascade from the command line: python sample.py --ckpt=checkpoin
 #
 # The stage was trained on inputs noised to `sigma_aug ~ U(0, 0.5)` and told the level. Give it an input noised
 # to 0.3 and tell it the truth (0.3), or tell it the input is clean (0): told the truth, it treats the noise as
-# noise; told 0, it takes the noise for detail.
+# noise; told 0, it takes part of the noise for detail (grain: sharpness above the truth's).
 
 # %%
 aug_noise = torch.randn(low.shape, generator=torch.Generator().manual_seed(7 + AUG_SEED_OFFSET))
@@ -190,9 +190,15 @@ noisy = augment(low, torch.full((NUM_CLIPS,), 0.3), aug_noise)  # what upsample_
 with torch.no_grad():
     told = upsample_videos(sr, sr_cfg, low, 0.3, steps=STEPS, seed=7)  # noised to 0.3 inside, told 0.3
     fooled = upsample_videos(sr, sr_cfg, noisy, 0.0, steps=STEPS, seed=7)  # the same input, told 0
-told_psnr, fooled_psnr = (upsampling_scores(v, low, truth)["psnr"] for v in (told, fooled))
-check("told the input's noise level, the stage does better than when told it is clean", told_psnr > fooled_psnr,
-      f"PSNR {told_psnr:.2f} vs {fooled_psnr:.2f} dB (the same input, noised to 0.3)")
+told_s, fooled_s = (upsampling_scores(v, low, truth) for v in (told, fooled))
+check("told the input's noise level, the stage leaves less of the noise in as grain than when told it is clean",
+      told_s["sharpness"] < fooled_s["sharpness"] and told_s["edge_error"] < fooled_s["edge_error"],
+      f"sharpness {told_s['sharpness']:.2f} vs {fooled_s['sharpness']:.2f} (1 = the truth's), edge error "
+      f"{told_s['edge_error']:.4f} vs {fooled_s['edge_error']:.4f}; PSNR {told_s['psnr']:.2f} vs "
+      f"{fooled_s['psnr']:.2f} dB (the same input, noised to 0.3)")
+# PSNR can favour the fooled run: it stays closer to its (noisy) input, whose noise averages out in PSNR, while
+# the told run re-draws detail it no longer trusts. benchmarks/cascade_ablation.py compares a stage trained
+# without augmentation: on the base model's own samples it is much grainier (docs/cascades.md).
 
 # %% [markdown]
 # ## 4. Temporal layers on other image weights (Video LDM Sec. 4)
